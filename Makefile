@@ -1,0 +1,31 @@
+# Every target creates the virtual environment and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test sweep bench-election clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m quorate.sim demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+# A longer seed sweep than CI runs.
+sweep: $(STAMP)
+	$(PY) -m quorate.sim --nodes 3 --seeds 0-1999 --faults all
+	$(PY) -m quorate.sim --nodes 5 --seeds 0-1999 --faults all
+	$(PY) -m quorate.sim --nodes 7 --seeds 0-499 --faults all
+
+bench-election: $(STAMP)
+	$(PY) bench/election.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache
