@@ -219,7 +219,10 @@ class Durability:
                     f"with term {hs.term} vote {hs.vote}"
                 )
         self._check_acked_entries(node, mem, state)
-        mem.commit = hs.commit
+
+    def reset_commit(self, node: str, commit: int) -> None:
+        """A restarted node starts counting again from what it recovered."""
+        self._mem(node).commit = commit
 
     def _check_acked_entries(self, node: str, mem: _NodeMemory, state: PersistentState) -> None:
         committed = self._committed.entries
@@ -238,3 +241,35 @@ class Durability:
                     f"committed entry {index} ({ident.short()}) is "
                     f"{'missing' if entry is None else 'different'} in its storage"
                 )
+
+
+class SnapshotImages:
+    """A snapshot at index i must hold the same state machine wherever it
+    was taken or installed (state machine safety, for compacted prefixes)."""
+
+    __slots__ = ("_digests",)
+
+    def __init__(self) -> None:
+        self._digests: dict[int, tuple[str, str]] = {}
+
+    def observe(self, node: str, index: int, digest: str) -> None:
+        known = self._digests.setdefault(index, (node, digest))
+        if known[1] != digest:
+            raise InvariantViolation(
+                f"state machine safety: snapshots at index {index} from {known[0]} and "
+                f"{node} hold different stores"
+            )
+
+
+class Safety:
+    """Every checker of one run, sharing one view of the committed log."""
+
+    __slots__ = ("election", "log_matching", "committed", "completeness", "durability", "images")
+
+    def __init__(self) -> None:
+        self.election = ElectionSafety()
+        self.log_matching = LogMatching()
+        self.committed = CommittedLog()
+        self.completeness = LeaderCompleteness(self.committed)
+        self.durability = Durability(self.committed)
+        self.images = SnapshotImages()
