@@ -48,6 +48,9 @@ class LeaderMixin:
         self._pending_bcast = False
 
     def _become_leader(self: RaftNode) -> None:
+        # Voters that just granted us their vote count as heard from in the
+        # first check-quorum window: a vote is contact within this term.
+        granted = {m for m, ok in self._votes.items() if ok}
         self._reset(self.term)
         self.role = Role.LEADER
         self.leader = self.id
@@ -55,6 +58,7 @@ class LeaderMixin:
         last = self.log.last_index
         for m in self.conf.members():
             self.progress[m] = Progress(last + 1, self.cfg.max_inflight)
+            self.progress[m].recent_active = m in granted
         me = self.progress.get(self.id)
         if me is not None:
             me.match = self.log.stable

@@ -213,6 +213,8 @@ class RaftNode(LeaderMixin):
         self._votes = {}
         self.leader = None
         self.role = Role.PRE_CANDIDATE
+        lo, hi = self.cfg.election_range  # a fresh draw each round breaks repeated ties
+        self._randomized_timeout = self._rng.randint(lo, hi)
         log.info("node=%s term=%d became pre-candidate", self.id, self.term)
 
     def _become_candidate(self) -> None:

@@ -92,12 +92,23 @@ class CommittedLog:
     it. Applied entries are committed, so this is also the run's knowledge
     of the committed log."""
 
-    __slots__ = ("entries", "first_node", "max_index")
+    __slots__ = ("entries", "first_node", "max_index", "commit_term", "_leader_commit")
 
     def __init__(self) -> None:
         self.entries: dict[int, EntryId] = {}
         self.first_node: dict[int, str] = {}
         self.max_index = 0
+        # index -> term of the first leader seen committing it (an upper
+        # bound on the term in which it was really committed).
+        self.commit_term: dict[int, int] = {}
+        self._leader_commit = 0
+
+    def observe_leader_commit(self, commit: int, term: int) -> None:
+        """A leader of ``term`` holds ``commit`` as its commit index."""
+        if commit > self._leader_commit:
+            for index in range(self._leader_commit + 1, commit + 1):
+                self.commit_term.setdefault(index, term)
+            self._leader_commit = commit
 
     def observe_applied(self, node: str, entry: Entry) -> None:
         ident = EntryId.of(entry)
@@ -134,7 +145,9 @@ def check_digests(states: Iterable[tuple[str, int, str]]) -> None:
 
 
 class LeaderCompleteness:
-    """Raft §5.4.1: a new leader's log holds every committed entry."""
+    """Raft §5.4.1: a new leader's log holds every entry committed in an
+    earlier term. (A leader of an old term may still be elected after a
+    later term committed something; §5.4.3's argument does not cover it.)"""
 
     __slots__ = ("_committed",)
 
@@ -143,12 +156,16 @@ class LeaderCompleteness:
 
     def check_new_leader(self, node: str, term: int, snapshot_index: int, term_at: TermAt) -> None:
         committed = self._committed
+        commit_term = committed.commit_term
         for index, ident in committed.in_range(snapshot_index + 1, committed.max_index):
+            when = commit_term.get(index)
+            if when is None or when >= term:
+                continue
             have = term_at(index)
             if have != ident.term:
                 raise InvariantViolation(
                     f"leader completeness: {node} became leader in term {term} but "
-                    f"committed entry {index} (term {ident.term}) is "
+                    f"entry {index} (term {ident.term}, committed by term {when}) is "
                     f"{'missing' if have is None else f'term {have}'} in its log"
                 )
 

@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -319,6 +320,10 @@ class _Step:
     prev: int | None
     revision: int  # the reported revision, or the lower bound for an unknown write
     known: bool
+    # The largest ``lo`` from which this op can still be linearized (None: any).
+    # ``lo`` never decreases along a run, so a state whose ``lo`` exceeds the
+    # ceiling of any op still to be linearized is a dead end.
+    ceiling: int | None
 
 
 def _pin(state: _State, revision: int) -> _State | None:
@@ -405,11 +410,19 @@ def _compile(op: Operation, floors: _RevisionFloors) -> _Step:
     if result is None:
         rule = _RULES[(op.kind, None)]
         # Any revision observed before the invocation was already assigned.
-        return _Step(rule, op.value, op.prev_revision, floors.floor(op.invoke) + 1, False)
-    rule = _RULES[(op.kind, result[0])]
-    value = result[1] if op.kind is OpKind.GET and result[0] == "ok" else op.value
+        lower = floors.floor(op.invoke) + 1
+        return _Step(rule, op.value, op.prev_revision, lower, False, None)
+    tag = result[0]
+    rule = _RULES[(op.kind, tag)]
+    value = result[1] if op.kind is OpKind.GET and tag == "ok" else op.value
     revision = result[-1] if len(result) > 1 else 0
-    return _Step(rule, value, op.prev_revision, revision, True)
+    if tag == "not_found" or revision == 0:
+        ceiling = None  # needs a missing key, which any later delete brings back
+    elif tag == "ok" and op.kind is not OpKind.GET:
+        ceiling = revision - 1  # a write needs revision > lo
+    else:
+        ceiling = revision  # a read or mismatch needs mod_revision == revision >= lo
+    return _Step(rule, value, op.prev_revision, revision, True, ceiling)
 
 
 def _describe_state(state: _State) -> str:
@@ -425,27 +438,28 @@ def _describe_state(state: _State) -> str:
 # The search (Wing & Gong, Lowe's memoised variant)
 
 
+class _OutOfBudget(Exception):
+    """The search visited ``max_states`` configurations without a verdict."""
+
+
 class _EntryList:
     """Call/return entries in time order, as a doubly linked list over arrays.
 
-    Index 0 is the head sentinel and the last index the tail sentinel.
-    Lifting removes an operation's entries; unlifting must undo lifts in
-    reverse order (the search's stack guarantees it).
+    Index 0 is the head sentinel and the last index the tail sentinel (its
+    time is infinite). Lifting removes an operation's entries; unlifting must
+    undo lifts in reverse order (the search's stack guarantees it).
     """
 
-    __slots__ = ("next", "prev", "op", "is_call", "ret")
+    __slots__ = ("next", "prev", "op", "time", "is_call", "ret")
 
-    def __init__(self, ops: Sequence[Operation]) -> None:
-        events = []
-        for i, op in enumerate(ops):
-            events.append((op.invoke, 0, i))
-            if not op.unknown:
-                events.append((op.complete, 1, i))
-        events.sort()  # calls before returns at equal times: ties are concurrent
+    def __init__(self, events: list[tuple[int, int, int]]) -> None:
+        """``events`` are (time, 0 for call / 1 for return, op index)."""
+        events = sorted(events)  # calls before returns at equal times: ties are concurrent
         size = len(events) + 2
         self.next = list(range(1, size + 1))
         self.prev = list(range(-1, size - 1))
         self.op = [-1] + [i for _, _, i in events] + [-1]
+        self.time: list[float] = [0, *(t for t, _, _ in events), math.inf]
         self.is_call = [False] + [kind == 0 for _, kind, _ in events] + [False]
         self.ret = [-1] * size
         call_of: dict[int, int] = {}
@@ -475,58 +489,125 @@ class _EntryList:
 
 
 class _KeySearch:
-    """The linearizability search over one key's sub-history."""
+    """The linearizability search over one key's sub-history.
+
+    Completed ops live in one entry list (calls and returns); unknown-outcome
+    writes, which have no return, live in a second list of calls. At each
+    configuration the completed candidates are tried first, then the unknown
+    writes invoked no later than the first pending return; only then does the
+    search backtrack. Trying unknown writes last matters for the cache: a
+    configuration that linearized a superset of unknown writes, with the same
+    completed ops and model state, is dominated (an unknown write may always
+    be left out), so visiting the lean configurations first prunes the
+    exponential family of "which timed-out writes happened".
+    """
 
     def __init__(self, ops: Sequence[Operation], floors: _RevisionFloors, budget: int) -> None:
         self.ops = list(ops)
         self.steps = [_compile(op, floors) for op in self.ops]
         self.budget = budget
         self.explored = 0
+        self.known_total = sum(step.known for step in self.steps)
+        # Ops with a ceiling, lowest ceiling first, for dead-end pruning.
+        bounded = [i for i, step in enumerate(self.steps) if step.ceiling is not None]
+        self.by_ceiling = sorted(bounded, key=lambda i: self.steps[i].ceiling)
+        self.ceilings = [self.steps[i].ceiling for i in self.by_ceiling]
+        # (completed-ops mask, state) -> unknown-ops masks visited with it.
+        self.seen: dict[tuple[int, _State], list[int]] = {}
         # Deepest point reached (counted in completed ops), for the report.
         self.best: tuple[int, int, _State] = (-1, 0, _INITIAL)
+        # The current configuration, and the stack of frames to return to:
+        # (from unknown list, call entry, state before, low before, limit).
+        self.state, self.kmask, self.umask, self.low = _INITIAL, 0, 0, 0
+        self.pending = self.known_total
+        self.stack: list[tuple[bool, int, _State, int, float]] = []
+        events = [(op.invoke, 0, i) for i, op in enumerate(self.ops)] + [
+            (op.complete, 1, i) for i, op in enumerate(self.ops) if not op.unknown
+        ]
+        self.lists = (
+            _EntryList([e for e in events if self.steps[e[2]].known]),
+            _EntryList([e for e in events if not self.steps[e[2]].known]),
+        )
 
     def run(self) -> str | None:
         """None if a linearization exists, else why not."""
-        entries = _EntryList(self.ops)
-        steps, nxt, is_call, op_of = self.steps, entries.next, entries.is_call, entries.op
-        pending = sum(step.known for step in steps)
-        state, mask = _INITIAL, 0
-        seen: set[tuple[int, _State]] = set()
-        stack: list[tuple[int, _State]] = []
-        entry = nxt[0]
-        while pending:
-            if not is_call[entry]:
-                if not stack:  # this return's op fits nowhere
-                    return self._report()
-                entry, state = stack.pop()
-                i = op_of[entry]
-                mask ^= 1 << i
-                pending += steps[i].known
-                entries.unlift(entry)
-                entry = nxt[entry]
-                continue
-            i = op_of[entry]
-            step = steps[i]
-            new = step.rule(state, step)
-            if new is not None and (mask | 1 << i, new) not in seen:
-                if self.explored >= self.budget:
-                    return f"{BUDGET_EXCEEDED} after {self.explored} states; verdict unknown"
-                self.explored += 1
-                mask |= 1 << i
-                seen.add((mask, new))
-                stack.append((entry, state))
-                state = new
-                pending -= step.known
-                entries.lift(entry)
-                self._note_progress(len(steps) - pending, mask, state)
-                entry = nxt[0]
-            else:
-                entry = nxt[entry]
+        known, unknown = self.lists
+        self.low = self._lowest_open(0, 0)
+        entry, in_unknown, limit = known.next[0], False, math.inf
+        try:
+            while self.pending:
+                if not in_unknown and not known.is_call[entry]:
+                    # Every completed candidate tried; now the unknown writes.
+                    in_unknown, limit, entry = True, known.time[entry], unknown.next[0]
+                    continue
+                if in_unknown and unknown.time[entry] > limit:
+                    if not self.stack:  # the first pending return fits nowhere
+                        return self._report()
+                    in_unknown, entry, limit = self._backtrack()
+                    continue
+                entries = unknown if in_unknown else known
+                if self._try(entries, entry, in_unknown, limit):
+                    entry, in_unknown = known.next[0], False
+                else:
+                    entry = entries.next[entry]
+        except _OutOfBudget:
+            return f"{BUDGET_EXCEEDED} after {self.explored} states; verdict unknown"
         return None
 
-    def _note_progress(self, done: int, mask: int, state: _State) -> None:
+    def _try(self, entries: _EntryList, entry: int, unknown: bool, limit: float) -> bool:
+        """Linearize the op at ``entry`` next if that can lead anywhere new."""
+        i = entries.op[entry]
+        step = self.steps[i]
+        new = step.rule(self.state, step)
+        if new is None:
+            return False
+        bit = 1 << i
+        kmask = self.kmask if unknown else self.kmask | bit
+        umask = self.umask | bit if unknown else self.umask
+        if self._visited(kmask, umask, new):
+            return False
+        if self.explored >= self.budget:
+            raise _OutOfBudget
+        self.explored += 1
+        done = self.known_total - self.pending + (not unknown)
         if done > self.best[0]:
-            self.best = (done, mask, state)
+            self.best = (done, kmask | umask, new)
+        low = self._lowest_open(self.low, kmask)
+        if low < len(self.ceilings) and self.ceilings[low] < new[1]:
+            return False  # an op still to come needs an older revision
+        self.stack.append((unknown, entry, self.state, self.low, limit))
+        self.state, self.kmask, self.umask, self.low = new, kmask, umask, low
+        self.pending -= not unknown
+        entries.lift(entry)
+        return True
+
+    def _backtrack(self) -> tuple[bool, int, float]:
+        """Undo the last linearization; returns where to resume trying."""
+        unknown, entry, self.state, self.low, limit = self.stack.pop()
+        entries = self.lists[unknown]
+        bit = 1 << entries.op[entry]
+        if unknown:
+            self.umask ^= bit
+        else:
+            self.kmask ^= bit
+            self.pending += 1
+        entries.unlift(entry)
+        return unknown, entries.next[entry], limit
+
+    def _visited(self, kmask: int, umask: int, state: _State) -> bool:
+        """Record the configuration; True if it or a dominating one was seen."""
+        umasks = self.seen.setdefault((kmask, state), [])
+        if any(seen & ~umask == 0 for seen in umasks):
+            return True
+        umasks.append(umask)
+        return False
+
+    def _lowest_open(self, low: int, kmask: int) -> int:
+        """Index in ``by_ceiling`` of the first op not in ``kmask``, from ``low`` on."""
+        order = self.by_ceiling
+        while low < len(order) and kmask >> order[low] & 1:
+            low += 1
+        return low
 
     def _report(self) -> str:
         """Explain the deepest dead end: the state and the ops that could not follow."""

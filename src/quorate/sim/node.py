@@ -210,8 +210,9 @@ class SimNode:
             self._reads.pop(ctx, None)
             raise
 
-    def forget_read(self, ctx: bytes) -> None:
-        self._reads.pop(ctx, None)
+    def forget_read(self, ctx: bytes) -> bool:
+        """Drop a pending read; False when it was already served or lost."""
+        return self._reads.pop(ctx, None) is not None
 
     def _raft(self) -> RaftNode:
         if self.raft is None:
@@ -368,10 +369,13 @@ class SimNode:
     def _observe(self) -> None:
         node = self._raft()
         env = self.env
-        env.safety.durability.observe_commit(self.id, node.commit_index)
-        if node.commit_index > env.stats.max_commit:
-            env.stats.max_commit = node.commit_index
+        commit = node.commit_index
+        env.safety.durability.observe_commit(self.id, commit)
         role, term = node.role, node.term
+        if commit > env.stats.max_commit:
+            env.stats.max_commit = commit
+        if role is Role.LEADER:
+            env.safety.committed.observe_leader_commit(commit, term)
         if role is self._role and term == self._term:
             return
         if role is not self._role:

@@ -1,0 +1,312 @@
+"""The nemesis: faults injected at random times while clients run.
+
+Kinds (selectable, see ``parse_faults``):
+
+- partition: a symmetric split, a one-way cut, or a bridge (one node sees
+  both halves, which cannot see each other); healed after a while.
+- crash: a process dies, either at once or in the middle of its next
+  storage write (a prefix of that Ready persisted, no message sent); it is
+  restarted later from its durable state.
+- drop: the network loses a larger share of messages for a while.
+- pause: a process stops (SIGSTOP): no ticks, messages queue up; then resumes.
+- membership: through the leader, add a brand-new node as a learner, promote
+  it to voter once it caught up, or remove a voter (voters stay within 3..7,
+  one change at a time); a removed node is stopped for good.
+
+``stop`` ends the fault phase: it heals, resumes and restarts everything, so
+the liveness check can demand that the cluster recovers.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from quorate.raft.errors import RaftError
+from quorate.raft.types import ConfChange, ConfChangeType, Role
+
+from .node import SimNode, Status
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
+
+
+class Fault(enum.Enum):
+    PARTITION = "partition"
+    CRASH = "crash"
+    DROP = "drop"
+    PAUSE = "pause"
+    MEMBERSHIP = "membership"
+
+
+def parse_faults(text: str) -> frozenset[Fault]:
+    """``none``, ``all`` or a comma-separated list of fault kinds."""
+    names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    if names in ([], ["none"]):
+        return frozenset()
+    if names == ["all"]:
+        return frozenset(Fault)
+    known = {f.value: f for f in Fault}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(
+            f"unknown fault kind(s) {', '.join(unknown)}; known: none, all, "
+            + ", ".join(sorted(known))
+        )
+    return frozenset(known[n] for n in names)
+
+
+def format_faults(faults: Iterable[Fault]) -> str:
+    names = sorted(f.value for f in faults)
+    if not names:
+        return "none"
+    return "all" if len(names) == len(Fault) else ",".join(names)
+
+
+@dataclass(frozen=True, slots=True)
+class NemesisSettings:
+    faults: frozenset[Fault] = frozenset(Fault)
+    min_gap_ms: int = 100  # between two fault decisions
+    max_gap_ms: int = 500
+    min_fault_ms: int = 150  # how long a fault lasts
+    max_fault_ms: int = 1200
+    max_voters: int = 7
+    min_voters: int = 3
+
+
+@dataclass(slots=True)
+class _ConfPending:
+    change: ConfChange
+    index: int
+    proposed_at: int
+
+
+class Nemesis:
+    """Schedules faults on a cluster until ``stop``."""
+
+    def __init__(self, cluster: Cluster, rng: random.Random, cfg: NemesisSettings) -> None:
+        self.cluster = cluster
+        self.rng = rng
+        self.cfg = cfg
+        self.active = False
+        self.partitioned = False
+        self.pending: _ConfPending | None = None
+        self._next_id = len(cluster.nodes) + 1
+
+    def start(self) -> None:
+        if not self.cfg.faults:
+            return
+        self.active = True
+        self._schedule()
+
+    def _schedule(self) -> None:
+        gap = self.rng.randint(self.cfg.min_gap_ms, self.cfg.max_gap_ms)
+        self.cluster.loop.call_later(gap, self._act)
+
+    def _duration(self) -> int:
+        return self.rng.randint(self.cfg.min_fault_ms, self.cfg.max_fault_ms)
+
+    def _act(self) -> None:
+        if not self.active:
+            return
+        kind = self.rng.choice(sorted(self.cfg.faults, key=lambda f: f.value))
+        {
+            Fault.PARTITION: self._partition,
+            Fault.CRASH: self._crash,
+            Fault.DROP: self._drop,
+            Fault.PAUSE: self._pause,
+            Fault.MEMBERSHIP: self._membership,
+        }[kind]()
+        self._schedule()
+
+    def _log(self, what: str) -> None:
+        self.cluster.trace.log(self.cluster.loop.now, "nemesis", what)
+
+    # -- partitions ------------------------------------------------------------
+
+    def _partition(self) -> None:
+        if self.partitioned:
+            return
+        ids = [n.id for n in self.cluster.running()]
+        if len(ids) < 3:
+            return
+        self.rng.shuffle(ids)
+        net = self.cluster.network
+        style = self.rng.choice(("split", "one-way", "bridge"))
+        cut = self.rng.randint(1, len(ids) - 1)
+        left, right = sorted(ids[:cut]), sorted(ids[cut:])
+        if style == "split":
+            net.split([left, right])
+        elif style == "one-way":
+            net.cut_one_way(left, right)
+        else:
+            bridge, left = left[0], left[1:]
+            net.bridge(left, right)
+            left = [f"bridge={bridge}", *left]
+        self.partitioned = True
+        self.cluster.stats.partitions += 1
+        self._log(f"partition {style} {left} | {right}")
+        self.cluster.loop.call_later(self._duration(), self._heal_partition)
+
+    def _heal_partition(self) -> None:
+        if self.partitioned:
+            self.cluster.network.heal()
+            self.partitioned = False
+            self._log("heal partition")
+
+    # -- crashes and pauses ----------------------------------------------------
+
+    def _crash(self) -> None:
+        running = self.cluster.running()
+        crashed = [n for n in self.cluster.nodes.values() if n.status is Status.CRASHED]
+        if not running or len(crashed) >= max(1, len(running) // 2):
+            return
+        node = self.rng.choice(running)
+        loop = self.cluster.loop
+        if self.rng.random() < 0.5:
+            node.crash_on_next_write = True
+            self._log(f"crash {node.id} during its next write")
+            loop.call_later(self.rng.randint(1, 50), self._crash_now, node, node.incarnation)
+        else:
+            self._crash_now(node, node.incarnation)
+        loop.call_later(self._duration(), self._restart, node)
+
+    def _crash_now(self, node: SimNode, incarnation: int) -> None:
+        if node.incarnation != incarnation or not node.alive:
+            return
+        self._log(f"crash {node.id}")
+        node.crash()
+        self.cluster.stats.crashes += 1
+
+    def _restart(self, node: SimNode) -> None:
+        if node.status is Status.RUNNING and node.crash_on_next_write:
+            node.crash_on_next_write = False  # it never wrote: the crash is off
+        if node.status is not Status.CRASHED:
+            return
+        self._log(f"restart {node.id}")
+        self.cluster.stats.restarts += 1
+        node.start()
+
+    def _pause(self) -> None:
+        running = [n for n in self.cluster.running() if not n.paused]
+        if not running:
+            return
+        node = self.rng.choice(running)
+        node.pause()
+        self.cluster.stats.pauses += 1
+        self._log(f"pause {node.id}")
+        self.cluster.loop.call_later(self._duration(), self._resume, node, node.incarnation)
+
+    def _resume(self, node: SimNode, incarnation: int) -> None:
+        if node.incarnation == incarnation and node.alive and node.paused:
+            self._log(f"resume {node.id}")
+            node.resume()
+
+    def _drop(self) -> None:
+        net = self.cluster.network
+        if net.drop_rate > net.config.drop_rate:
+            return
+        net.drop_rate = self.rng.choice((0.05, 0.1, 0.2, 0.3))
+        self._log(f"drop rate {net.drop_rate}")
+        self.cluster.loop.call_later(self._duration(), self._end_drop)
+
+    def _end_drop(self) -> None:
+        net = self.cluster.network
+        if net.drop_rate != net.config.drop_rate:
+            net.drop_rate = net.config.drop_rate
+            self._log("drop rate back to normal")
+
+    # -- membership ------------------------------------------------------------
+
+    def _membership(self) -> None:
+        if self.pending is not None:
+            return
+        leader = self.cluster.leader()
+        if leader is None or leader.raft is None:
+            return
+        change = self._pick_change(leader)
+        if change is None:
+            return
+        try:
+            index = leader.raft.propose_conf_change(change)
+        except RaftError as exc:
+            self._log(f"{change.type.value} {change.node_id} refused: {type(exc).__name__}")
+            return
+        if change.type is ConfChangeType.ADD_LEARNER:
+            self.cluster.add_node(change.node_id)
+        self.pending = _ConfPending(change, index, self.cluster.loop.now)
+        self.cluster.stats.conf_changes += 1
+        self._log(f"propose {change.type.value} {change.node_id} at {leader.id} index {index}")
+        leader.run(lambda: None)
+        self.cluster.loop.call_later(50, self._poll_membership)
+
+    def _pick_change(self, leader: SimNode) -> ConfChange | None:
+        assert leader.raft is not None
+        conf = leader.raft.conf_state
+        cfg = self.cfg
+        caught_up = [
+            n
+            for n in (self.cluster.nodes.get(i) for i in sorted(conf.learners))
+            if n is not None and n.alive and n.applied >= leader.raft.commit_index - 5
+        ]
+        if caught_up and len(conf.voters) < cfg.max_voters:
+            return ConfChange(ConfChangeType.ADD_VOTER, caught_up[0].id)
+        roll = self.rng.random()
+        if len(conf.voters) > cfg.min_voters and (roll < 0.5 or conf.learners):
+            return ConfChange(ConfChangeType.REMOVE, self.rng.choice(sorted(conf.voters)))
+        if len(conf.voters) + len(conf.learners) < cfg.max_voters and not conf.learners:
+            new_id = f"n{self._next_id}"
+            self._next_id += 1
+            return ConfChange(ConfChangeType.ADD_LEARNER, new_id)
+        return None
+
+    def _poll_membership(self) -> None:
+        pending = self.pending
+        if pending is None:
+            return
+        leader = self.cluster.leader()
+        if leader is None or leader.raft is None or leader.raft.commit_index < pending.index:
+            self.cluster.loop.call_later(50, self._poll_membership)
+            return
+        conf = leader.raft.conf_state
+        cc = pending.change
+        if cc.type is ConfChangeType.ADD_LEARNER:
+            done = cc.node_id in conf.members()
+        elif cc.type is ConfChangeType.ADD_VOTER:
+            done = cc.node_id in conf.voters
+        else:
+            done = cc.node_id not in conf.members()
+        self.pending = None
+        self._log(f"{cc.type.value} {cc.node_id} {'committed' if done else 'lost'}")
+        node = self.cluster.nodes.get(cc.node_id)
+        if node is None:
+            return
+        if (done and cc.type is ConfChangeType.REMOVE) or (
+            not done and cc.type is ConfChangeType.ADD_LEARNER
+        ):
+            self.cluster.retire(node)
+
+    # -- the end ---------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Heal everything; the membership change in flight may still finish."""
+        self.active = False
+        cluster = self.cluster
+        cluster.network.heal()
+        self.partitioned = False
+        cluster.network.drop_rate = cluster.network.config.drop_rate
+        for node in sorted(cluster.nodes.values(), key=lambda n: n.id):
+            node.crash_on_next_write = False
+            if node.status is Status.CRASHED:
+                cluster.stats.restarts += 1
+                node.start()
+            elif node.alive and node.paused:
+                node.resume()
+        self._log("stop: healed, resumed and restarted everything")
+
+
+def leader_role(node: SimNode) -> bool:
+    return node.raft is not None and node.raft.role is Role.LEADER
