@@ -180,6 +180,7 @@ class LeaderMixin:
             self._handle_heartbeat_resp(msg, pr)
         elif t is MT.SNAPSHOT_RESP:
             if pr.state is ProgressState.SNAPSHOT:
+                pr.snapshot_progressed = msg.index > pr.snapshot_offset or pr.snapshot_progressed
                 pr.snapshot_offset = msg.index
                 if pr.snapshot is not None and msg.index < len(pr.snapshot.data):
                     self._send_snapshot_chunk(msg.frm, pr)
@@ -217,7 +218,9 @@ class LeaderMixin:
 
     def _handle_heartbeat_resp(self: RaftNode, msg: Message, pr: Progress) -> None:
         if pr.state is ProgressState.SNAPSHOT:
-            self._send_snapshot_chunk(msg.frm, pr)  # lost chunks are resent
+            if not pr.snapshot_progressed:
+                self._send_snapshot_chunk(msg.frm, pr)  # the stream stalled: resend
+            pr.snapshot_progressed = False
         else:
             pr.probe_sent = False
             if pr.match < self.log.last_index:

@@ -57,7 +57,7 @@ class Inflights:
 class Progress:
     __slots__ = (
         "match", "next", "state", "probe_sent", "inflights", "recent_active",
-        "snapshot", "snapshot_offset",
+        "snapshot", "snapshot_offset", "snapshot_progressed",
     )
 
     def __init__(self, next_index: int, max_inflight: int) -> None:
@@ -71,6 +71,9 @@ class Progress:
         # The snapshot being streamed in SNAPSHOT state, and the next byte wanted.
         self.snapshot: Snapshot | None = None
         self.snapshot_offset = 0
+        # Set when a chunk is acknowledged; a heartbeat round without one
+        # means the stream stalled (a chunk was lost) and the leader resends.
+        self.snapshot_progressed = False
 
     def _reset_state(self, state: ProgressState) -> None:
         self.state = state
@@ -78,6 +81,7 @@ class Progress:
         self.inflights.reset()
         self.snapshot = None
         self.snapshot_offset = 0
+        self.snapshot_progressed = False
 
     def become_probe(self) -> None:
         # Coming back from a snapshot, probe right after it.
