@@ -30,8 +30,13 @@ from .store import (
     RevisionMismatch,
     SnapshotError,
 )
+from .watch import Compacted, EventHistory, EventType, WatchEvent
 
 __all__ = [
+    "Compacted",
+    "EventHistory",
+    "EventType",
+    "WatchEvent",
     "MAX_KEY_BYTES",
     "MAX_VALUE_BYTES",
     "MAX_REQUEST_ID_BYTES",

@@ -1,0 +1,316 @@
+"""The HTTP API of one node (aiohttp), per the public contract in DESIGN.md.
+
+Every error is JSON ``{"error": code, "message": text}``. Writes and
+membership changes are served by the leader: a follower forwards them once
+(marked with a header so a stale hint can never make a loop). Linearizable
+reads are served locally after a ReadIndex round, so any node can answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from quorate.errors import (
+    BadRequest,
+    CompactedRevision,
+    KeyNotFound,
+    NoLeader,
+    QuorateError,
+    RevisionConflict,
+)
+from quorate.kv import Applied, Compacted, Delete, NotFound, Put, Rejected, RevisionMismatch, encode_command
+from quorate.kv.commands import CommandError, KVError
+from quorate.raft import ConfChange, ConfChangeType
+from quorate.runtime import views
+from quorate.runtime.raft_loop import RaftRuntime
+from quorate.runtime.state_machine import MemberInfo
+
+from .schemas import JoinBody, PutBody, TransferBody, parse_body
+
+log = logging.getLogger("quorate.api")
+
+FORWARDED = "X-Quorate-Forwarded"
+MAX_BODY = 2 << 20  # a 1 MiB value plus JSON overhead
+WATCH_MAX_S = 60.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+RUNTIME: web.AppKey[RaftRuntime] = web.AppKey("runtime", RaftRuntime)
+SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("session", aiohttp.ClientSession)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status)
+
+
+def _error(code: str, message: str, status: int, **extra: Any) -> web.Response:
+    return _json({"error": code, "message": message, **extra}, status)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except QuorateError as exc:
+        return _json(exc.to_json(), exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status, "bad_request")
+        return _error(code, exc.reason or code, exc.status)
+
+
+def _auth(token: str | None) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if token is not None and request.path != "/v1/health":
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return _error("unauthorized", "a valid 'Authorization: Bearer TOKEN' header is required", 401)
+        return await handler(request)
+
+    return middleware
+
+
+async def _read_json(request: web.Request) -> object:
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+
+
+class Api:
+    def __init__(self, runtime: RaftRuntime, *, api_token: str | None = None,
+                 peer_ssl: Any = None) -> None:
+        self.rt = runtime
+        self.api_token = api_token
+        self._client_ssl = peer_ssl
+
+    # -- app ------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[_errors, _auth(self.api_token)], client_max_size=MAX_BODY)
+        app.cleanup_ctx.append(self._session_ctx)
+        r = app.router
+        r.add_get("/v1/status", self.get_status)
+        r.add_get("/v1/health", self.get_health)
+        r.add_get("/metrics", self.get_metrics)
+        r.add_get("/v1/kv", self.list_kv)
+        r.add_get("/v1/kv/{key:.+}", self.get_kv)
+        r.add_put("/v1/kv/{key:.+}", self.put_kv)
+        r.add_delete("/v1/kv/{key:.+}", self.delete_kv)
+        r.add_get("/v1/watch", self.watch)
+        r.add_get("/v1/members", self.get_members)
+        r.add_post("/v1/members", self.join)
+        r.add_post("/v1/members/{id}/promote", self.promote)
+        r.add_delete("/v1/members/{id}", self.remove_member)
+        r.add_post("/v1/leader/transfer", self.transfer)
+        return app
+
+    async def _session_ctx(self, app: web.Application) -> Any:
+        timeout = aiohttp.ClientTimeout(total=self.rt.request_timeout + 2)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            self._session = session
+            yield
+
+    # -- forwarding to the leader ------------------------------------------------
+
+    async def _forward(self, request: web.Request, body: bytes | None) -> web.Response:
+        """Send a leader-only request to the leader, once."""
+        leader = self.rt.leader_id
+        info = self.rt.leader_info()
+        if request.headers.get(FORWARDED) or leader is None or info is None:
+            raise NoLeader("no leader is known to this node; the request was not applied", leader=leader)
+        scheme = "https" if self._client_ssl else "http"
+        url = f"{scheme}://{info.api_addr}{request.rel_url}"
+        headers = {FORWARDED: self.rt.id, "Content-Type": "application/json"}
+        if auth := request.headers.get("Authorization"):
+            headers["Authorization"] = auth
+        try:
+            async with self._session.request(request.method, url, data=body, headers=headers,
+                                             ssl=self._client_ssl) as resp:
+                payload = await resp.read()
+                return web.Response(body=payload, status=resp.status, content_type="application/json")
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise NoLeader(f"the leader {leader} could not be reached ({exc!s}); "
+                           "the request may not have been applied", leader=leader) from None
+
+    # -- status ---------------------------------------------------------------------
+
+    async def get_status(self, request: web.Request) -> web.Response:
+        return _json(views.status(self.rt))
+
+    async def get_health(self, request: web.Request) -> web.Response:
+        healthy = views.has_quorum(self.rt)
+        return _json({"healthy": healthy, "id": self.rt.id, "leader": self.rt.leader_id}, 200 if healthy else 503)
+
+    async def get_metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.rt.metrics.render(), content_type="text/plain")
+
+    # -- kv -----------------------------------------------------------------------------
+
+    async def _propose(self, request: web.Request, cmd: Put | Delete, body: bytes | None) -> Any:
+        if not self.rt.is_leader:
+            return await self._forward(request, body)
+        return await self.rt.propose(encode_command(cmd))
+
+    async def put_kv(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            parsed = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"the body is not valid JSON: {exc}") from None
+        body = parse_body(PutBody, parsed)
+        cmd = _build(lambda: Put(request.match_info["key"], body.value, body.prev_revision, uuid.uuid4().hex))
+        result = await self._propose(request, cmd, raw)
+        if isinstance(result, web.Response):
+            return result
+        return _write_result(result)
+
+    async def delete_kv(self, request: web.Request) -> web.Response:
+        prev = _int_query(request, "prev_revision")
+        cmd = _build(lambda: Delete(request.match_info["key"], prev, uuid.uuid4().hex))
+        result = await self._propose(request, cmd, None)
+        if isinstance(result, web.Response):
+            return result
+        return _write_result(result)
+
+    async def _barrier(self, request: web.Request) -> None:
+        consistency = request.query.get("consistency", "linearizable")
+        if consistency not in ("linearizable", "stale"):
+            raise BadRequest("consistency must be 'linearizable' or 'stale'")
+        if consistency == "linearizable":
+            await self.rt.read_barrier()
+
+    async def get_kv(self, request: web.Request) -> web.Response:
+        key = request.match_info["key"]
+        await self._barrier(request)
+        kv = self.rt.sm.kv.get(key)
+        if kv is None:
+            raise KeyNotFound(f"key {key!r} does not exist")
+        return _json(_kv_json(kv))
+
+    async def list_kv(self, request: web.Request) -> web.Response:
+        prefix = request.query.get("prefix", "")
+        limit = _int_query(request, "limit")
+        await self._barrier(request)
+        kvs = self.rt.sm.kv.list_prefix(prefix, limit)
+        return _json({"revision": self.rt.sm.kv.revision, "kvs": [_kv_json(kv) for kv in kvs]})
+
+    async def watch(self, request: web.Request) -> web.Response:
+        prefix = request.query.get("prefix", "")
+        start = _int_query(request, "from_revision")
+        timeout = min(float(request.query.get("timeout", "30") or 30), WATCH_MAX_S)
+        if start is None:
+            start = self.rt.sm.kv.revision + 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        while True:
+            try:
+                events = self.rt.sm.history.since(start, prefix)
+            except Compacted as exc:
+                raise CompactedRevision(str(exc), oldest_revision=exc.oldest) from None
+            if events:
+                return _json({"events": [e.to_json() for e in events], "next_revision": events[-1].revision + 1})
+            left = deadline - loop.time()
+            if left <= 0:
+                return _json({"events": [], "next_revision": max(start, self.rt.sm.kv.revision + 1)})
+            try:
+                await self.rt.applied.wait_newer(self.rt.applied.version, left)
+            except TimeoutError:
+                pass
+
+    # -- members ----------------------------------------------------------------------
+
+    async def get_members(self, request: web.Request) -> web.Response:
+        if not self.rt.is_leader and not request.headers.get(FORWARDED) and self.rt.leader_info():
+            try:
+                return await self._forward(request, None)
+            except NoLeader:
+                pass  # fall back to what this node sees
+        return _json(views.members(self.rt))
+
+    async def join(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        body = parse_body(JoinBody, _loads(raw))
+        if not self.rt.is_leader:
+            return await self._forward(request, raw)
+        if body.id not in self.rt.node.conf.members():
+            await self.rt.add_learner(body.id, MemberInfo(body.peer_addr, body.api_addr))
+        return _json({"members": views.members(self.rt)})
+
+    async def promote(self, request: web.Request) -> web.Response:
+        if not self.rt.is_leader:
+            return await self._forward(request, None)
+        node_id = request.match_info["id"]
+        info = self.rt.sm.members.get(node_id)
+        await self.rt.change_membership(
+            ConfChange(ConfChangeType.ADD_VOTER, node_id, info.encode() if info else ""))
+        return _json({})
+
+    async def remove_member(self, request: web.Request) -> web.Response:
+        if not self.rt.is_leader:
+            return await self._forward(request, None)
+        await self.rt.change_membership(ConfChange(ConfChangeType.REMOVE, request.match_info["id"]))
+        return _json({})
+
+    async def transfer(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        body = parse_body(TransferBody, _loads(raw) if raw else {})
+        if not self.rt.is_leader:
+            return await self._forward(request, raw)
+        target = self.rt.transfer_leadership(body.target)
+        return _json({"target": target})
+
+
+def _loads(raw: bytes) -> object:
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+
+
+def _build(make: Callable[[], Put | Delete]) -> Put | Delete:
+    try:
+        return make()
+    except (CommandError, KVError, ValueError, TypeError) as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def _int_query(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"query parameter {name} must be an integer, got {raw!r}") from None
+    if value < 0:
+        raise BadRequest(f"query parameter {name} must not be negative")
+    return value
+
+
+def _kv_json(kv: Any) -> dict[str, Any]:
+    return {"key": kv.key, "value": kv.value, "create_revision": kv.create_revision,
+            "mod_revision": kv.mod_revision, "version": kv.version}
+
+
+def _write_result(result: Any) -> web.Response:
+    if isinstance(result, Applied):
+        return _json({"revision": result.revision})
+    if isinstance(result, RevisionMismatch):
+        raise RevisionConflict("prev_revision does not match the key's current revision",
+                               current_revision=result.current_revision)
+    if isinstance(result, NotFound):
+        raise KeyNotFound("the key does not exist")
+    if isinstance(result, Rejected):
+        raise BadRequest(f"the command was rejected: {result.reason}")
+    raise QuorateError(f"unexpected apply result {result!r}")

@@ -1,0 +1,142 @@
+"""Agent settings: one validated object built from defaults, a TOML file,
+``QUORATE_*`` environment variables and command-line flags (later wins).
+
+Timing follows Consul's idea of one multiplier: ``--timing-multiplier``
+scales both the heartbeat and the election timeout, so a slow environment is
+tuned with one number.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "QUORATE_"
+
+
+class ConfigError(Exception):
+    """The settings are invalid; the message names the setting."""
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def parse_bootstrap(value: str | Mapping[str, str] | None) -> dict[str, str]:
+    """``n1=127.0.0.1:7001,n2=...`` into ``{"n1": "127.0.0.1:7001", ...}``."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    members: dict[str, str] = {}
+    for part in value.split(","):
+        node_id, sep, addr = part.strip().partition("=")
+        if not sep or not node_id:
+            raise ValueError(f"bootstrap member {part!r} is not id=HOST:PORT")
+        parse_hostport(addr)
+        if node_id in members:
+            raise ValueError(f"bootstrap lists {node_id} twice")
+        members[node_id] = addr
+    return members
+
+
+class AgentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    data_dir: Path
+    peer_addr: str
+    api_addr: str
+    bootstrap: dict[str, str] = Field(default_factory=dict)
+    join: str | None = None
+    cluster_id: str = "quorate"
+    heartbeat_ms: int = Field(default=100, ge=1)
+    election_timeout_ms: int = Field(default=1000, ge=2)
+    timing_multiplier: float = Field(default=1.0, gt=0)
+    request_timeout_s: float = Field(default=5.0, gt=0)
+    snapshot_entries: int = Field(default=10_000, ge=10)
+    peer_token: str | None = None
+    api_token: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    fsync: bool = True
+    max_frame_bytes: int = Field(default=64 << 20, ge=1024)
+
+    @field_validator("peer_addr", "api_addr")
+    @classmethod
+    def _hostport(cls, v: str) -> str:
+        parse_hostport(v)
+        return v
+
+    @field_validator("bootstrap", mode="before")
+    @classmethod
+    def _bootstrap(cls, v: Any) -> dict[str, str]:
+        return parse_bootstrap(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AgentConfig:
+        if self.bootstrap and self.join:
+            raise ValueError("give either --bootstrap or --join, not both")
+        if self.bootstrap and self.id not in self.bootstrap:
+            raise ValueError(f"--bootstrap must list this node ({self.id}=HOST:PORT) among the members")
+        if self.election_timeout_ms <= self.heartbeat_ms:
+            raise ValueError("election timeout must be longer than the heartbeat")
+        tls = [self.tls_cert, self.tls_key, self.tls_ca]
+        if any(tls) and not all(tls):
+            raise ValueError("TLS needs all of --tls-cert, --tls-key and --tls-ca")
+        return self
+
+    # -- derived timing ---------------------------------------------------
+
+    @property
+    def tick_seconds(self) -> float:
+        """One Raft tick is one heartbeat interval."""
+        return self.heartbeat_ms * self.timing_multiplier / 1000.0
+
+    @property
+    def election_ticks(self) -> int:
+        return max(2, math.ceil(self.election_timeout_ms / self.heartbeat_ms))
+
+    @property
+    def election_timeout_s(self) -> float:
+        return self.election_timeout_ms * self.timing_multiplier / 1000.0
+
+
+def _env_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in AgentConfig.model_fields:
+        key = ENV_PREFIX + name.upper()
+        if key in env:
+            out[name] = env[key]
+    return out
+
+
+def load_config(
+    flags: Mapping[str, Any], *, config_file: Path | None = None, env: Mapping[str, str] | None = None
+) -> AgentConfig:
+    """Merge TOML file < environment < flags (None flags are unset)."""
+    merged: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            raw = tomllib.loads(config_file.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
+        merged.update({k.replace("-", "_"): v for k, v in raw.items()})
+    merged.update(_env_settings(env or {}))
+    merged.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        return AgentConfig(**merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid agent settings: {problems}") from exc

@@ -1,0 +1,113 @@
+"""What a node applies committed entries to: the KV store, the member
+directory (addresses learnt from membership changes) and the watch history.
+
+The member directory is replicated state like the KV: it travels inside the
+snapshot, so a node restored from a snapshot still knows every address.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import msgpack
+
+from quorate.kv import (
+    Applied,
+    ApplyResult,
+    Delete,
+    EventHistory,
+    EventType,
+    KVStore,
+    Put,
+    WatchEvent,
+    decode_command,
+)
+from quorate.kv.commands import CommandError
+from quorate.raft import ConfChange, ConfChangeType, Entry, EntryKind, NodeId, Snapshot
+
+SNAPSHOT_FORMAT = 1
+
+
+class StateMachineError(Exception):
+    """A snapshot that cannot be installed."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    peer_addr: str
+    api_addr: str
+
+    def encode(self) -> str:
+        return json.dumps({"peer_addr": self.peer_addr, "api_addr": self.api_addr}, sort_keys=True)
+
+    @classmethod
+    def decode(cls, context: str) -> MemberInfo | None:
+        try:
+            raw = json.loads(context)
+            return cls(str(raw["peer_addr"]), str(raw["api_addr"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+class StateMachine:
+    def __init__(self, history_capacity: int = 10_000) -> None:
+        self.kv = KVStore()
+        self.members: dict[NodeId, MemberInfo] = {}
+        self.history = EventHistory(history_capacity)
+        self.applied_index = 0
+
+    def apply(self, entry: Entry) -> ApplyResult | None:
+        """Apply one committed entry; returns the KV result for NORMAL ones."""
+        self.applied_index = entry.index
+        if entry.kind is EntryKind.CONF_CHANGE:
+            self._apply_conf_change(ConfChange.decode(entry.data))
+            return None
+        if not entry.data:
+            return None  # a leader's no-op
+        result = self.kv.apply(entry.index, entry.data)
+        if isinstance(result, Applied):
+            self._record_event(entry.data, result.revision)
+        return result
+
+    def _apply_conf_change(self, cc: ConfChange) -> None:
+        if cc.type is ConfChangeType.REMOVE:
+            self.members.pop(cc.node_id, None)
+            return
+        info = MemberInfo.decode(cc.context)
+        if info is not None:
+            self.members[cc.node_id] = info
+
+    def _record_event(self, data: bytes, revision: int) -> None:
+        try:
+            cmd = decode_command(data)
+        except CommandError:
+            return
+        if isinstance(cmd, Put):
+            kv = self.kv.get(cmd.key)
+            create = kv.create_revision if kv else revision
+            self.history.append(WatchEvent(EventType.PUT, cmd.key, revision, cmd.value, create))
+        elif isinstance(cmd, Delete):
+            self.history.append(WatchEvent(EventType.DELETE, cmd.key, revision))
+
+    # -- snapshots ------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        members = {m: [i.peer_addr, i.api_addr] for m, i in sorted(self.members.items())}
+        return msgpack.packb({"format": SNAPSHOT_FORMAT, "kv": self.kv.snapshot(), "members": members})
+
+    def restore(self, snap: Snapshot) -> None:
+        """Replace the whole state with ``snap`` (installed from the leader
+        or read back at start)."""
+        try:
+            raw = msgpack.unpackb(snap.data)
+            if not isinstance(raw, dict) or raw.get("format") != SNAPSHOT_FORMAT:
+                raise ValueError("unknown snapshot format")
+            kv = KVStore.restore(raw["kv"])
+            members = {str(m): MemberInfo(str(a[0]), str(a[1])) for m, a in raw["members"].items()}
+        except Exception as exc:  # any decoding failure is one error for the caller
+            raise StateMachineError(f"snapshot at index {snap.meta.index} is unreadable: {exc}") from exc
+        self.kv = kv
+        self.members = members
+        self.history.reset(kv.revision)
+        self.applied_index = snap.meta.index
