@@ -27,6 +27,9 @@ from quorate.kv.commands import CommandError
 from quorate.raft import ConfChange, ConfChangeType, Entry, EntryKind, NodeId, Snapshot
 
 SNAPSHOT_FORMAT = 1
+# Each member registers its current addresses under this reserved prefix
+# (a bootstrap only knows peer addresses; the API address comes from here).
+MEMBER_PREFIX = "_quorate/members/"
 
 
 class StateMachineError(Exception):
@@ -84,6 +87,10 @@ class StateMachine:
         except CommandError:
             return
         if isinstance(cmd, Put):
+            if cmd.key.startswith(MEMBER_PREFIX):
+                info = MemberInfo.decode(cmd.value)
+                if info is not None:
+                    self.members[cmd.key[len(MEMBER_PREFIX):]] = info
             kv = self.kv.get(cmd.key)
             create = kv.create_revision if kv else revision
             self.history.append(WatchEvent(EventType.PUT, cmd.key, revision, cmd.value, create))

@@ -1,0 +1,187 @@
+"""``quorate agent``: one manager process (storage + transport + runtime + API).
+
+Shutdown on SIGTERM or SIGINT is graceful: stop accepting API requests, hand
+leadership to the most caught-up voter if this node leads (bounded wait),
+flush the Ready loop, close storage and sockets, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from quorate.api.server import Api
+from quorate.config import AgentConfig, parse_hostport
+from quorate.raft import RaftConfig, Role
+from quorate.storage import FileStorage
+from quorate.transport import PeerTransport, make_ssl_contexts
+
+from quorate.kv import Put, encode_command
+
+from .raft_loop import RaftRuntime
+from .state_machine import MEMBER_PREFIX, MemberInfo
+
+log = logging.getLogger("quorate.agent")
+
+
+def raft_config(cfg: AgentConfig) -> RaftConfig:
+    return RaftConfig(election_ticks=cfg.election_ticks, heartbeat_ticks=1, pre_vote=True, check_quorum=True)
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self._stop = asyncio.Event()
+        self._ssl_server: ssl.SSLContext | None = None
+        self._ssl_client: ssl.SSLContext | None = None
+        if cfg.tls_cert and cfg.tls_key and cfg.tls_ca:
+            self._ssl_server, self._ssl_client = make_ssl_contexts(cfg.tls_cert, cfg.tls_key, cfg.tls_ca)
+        data = Path(cfg.data_dir)
+        data.mkdir(parents=True, exist_ok=True)
+        self.storage = FileStorage(data / "raft", fsync=cfg.fsync)
+        self.transport = PeerTransport(
+            cfg.id, cfg.cluster_id, parse_hostport(cfg.peer_addr), token=cfg.peer_token,
+            ssl_server=self._ssl_server, ssl_client=self._ssl_client, max_frame=cfg.max_frame_bytes,
+            on_message=self._on_message)
+        self.self_info = MemberInfo(cfg.peer_addr, cfg.api_addr)
+        # A bootstrap names peer addresses only, and every member must write the
+        # very same first entries; API addresses are registered afterwards.
+        bootstrap = {m: MemberInfo(addr, "") for m, addr in cfg.bootstrap.items()}
+        self.runtime = RaftRuntime(
+            cfg.id, raft_config(cfg), self.storage, self.transport.send, self_info=self.self_info,
+            tick_seconds=cfg.tick_seconds, election_timeout_s=cfg.election_timeout_s,
+            request_timeout=cfg.request_timeout_s, snapshot_entries=cfg.snapshot_entries,
+            bootstrap=bootstrap or None, on_members_changed=self._set_peers)
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _on_message(self, msg: object) -> None:
+        self.runtime.step(msg)  # type: ignore[arg-type]
+
+    def _set_peers(self, members: dict[str, MemberInfo]) -> None:
+        peers = {}
+        for m, info in members.items():
+            if m != self.cfg.id and info.peer_addr:
+                peers[m] = parse_hostport(info.peer_addr)
+        self.transport.set_peers(peers)
+
+    async def start(self) -> None:
+        await self.transport.start()
+        await self.runtime.start()
+        api = Api(self.runtime, api_token=self.cfg.api_token, peer_ssl=self._ssl_client)
+        self._runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        host, port = parse_hostport(self.cfg.api_addr)
+        await web.TCPSite(self._runner, host, port, ssl_context=self._ssl_server).start()
+        log.info("node=%s serving API on %s, peers on %s", self.cfg.id, self.cfg.api_addr, self.cfg.peer_addr)
+        if self.cfg.join and not self.runtime.node.conf.members():
+            self._tasks.append(asyncio.create_task(self._join(self.cfg.join), name="join"))
+        self._tasks.append(asyncio.create_task(self._register_addresses(), name="register"))
+
+    async def _register_addresses(self) -> None:
+        """Keep this node's addresses in the replicated member directory: a
+        bootstrap only names peer addresses, and clients and forwarding
+        need the API address of every member, the leader's above all."""
+        rt = self.runtime
+        key = MEMBER_PREFIX + self.cfg.id
+        value = self.self_info.encode()
+        while not self._stop.is_set():
+            if rt.sm.members.get(self.cfg.id) != self.self_info and self.cfg.id in rt.node.conf.members():
+                try:
+                    if rt.is_leader:
+                        await rt.propose(encode_command(Put(key, value, None, f"register-{self.cfg.id}")))
+                    elif rt.leader_info() is not None and rt.leader_info().api_addr:  # type: ignore[union-attr]
+                        await self._put_via_own_api(key, value)
+                except Exception as exc:  # retried on the next round
+                    log.debug("node=%s address registration failed: %s", self.cfg.id, exc)
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=self.cfg.tick_seconds * 5)
+            except TimeoutError:
+                pass
+
+    async def _put_via_own_api(self, key: str, value: str) -> None:
+        scheme = "https" if self._ssl_client else "http"
+        headers = {"Authorization": f"Bearer {self.cfg.api_token}"} if self.cfg.api_token else {}
+        timeout = aiohttp.ClientTimeout(total=self.cfg.request_timeout_s + 2)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with session.put(f"{scheme}://{self.cfg.api_addr}/v1/kv/{key}", json={"value": value},
+                                   headers=headers, ssl=self._ssl_client) as resp:
+                await resp.read()
+
+    async def _join(self, url: str) -> None:
+        """Ask a running cluster to add this node as a learner (retrying)."""
+        body = {"id": self.cfg.id, "peer_addr": self.cfg.peer_addr, "api_addr": self.cfg.api_addr}
+        headers = {"Authorization": f"Bearer {self.cfg.api_token}"} if self.cfg.api_token else {}
+        delay = 0.2
+        timeout = aiohttp.ClientTimeout(total=self.cfg.request_timeout_s + 2)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while not self._stop.is_set():
+                try:
+                    async with session.post(f"{url.rstrip('/')}/v1/members", json=body, headers=headers,
+                                            ssl=self._ssl_client) as resp:
+                        payload = await resp.json(content_type=None)
+                        if resp.status == 200:
+                            self._set_peers({m["id"]: MemberInfo(m["peer_addr"] or "", m["api_addr"] or "")
+                                             for m in payload["members"]})
+                            log.info("node=%s joined via %s as a learner", self.cfg.id, url)
+                            return
+                        log.warning("node=%s join via %s refused: %s", self.cfg.id, url, payload)
+                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+                    log.warning("node=%s join via %s failed: %s; retrying", self.cfg.id, url, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+    async def shutdown(self) -> None:
+        log.info("node=%s shutting down", self.cfg.id)
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()  # stop accepting API requests first
+        await self._hand_over_leadership()
+        await self.runtime.stop()
+        await self.transport.stop()
+        log.info("node=%s stopped", self.cfg.id)
+
+    async def _hand_over_leadership(self) -> None:
+        rt = self.runtime
+        if rt.node.role is not Role.LEADER or len(rt.node.conf.voters) < 2:
+            return
+        try:
+            target = rt.transfer_leadership(None)
+        except Exception as exc:  # nothing to hand over to: just stop
+            log.warning("node=%s could not transfer leadership: %s", self.cfg.id, exc)
+            return
+        deadline = asyncio.get_running_loop().time() + 2 * self.cfg.election_timeout_s
+        while rt.node.role is Role.LEADER and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(self.cfg.tick_seconds)
+        if rt.node.role is Role.LEADER:
+            log.warning("node=%s leadership transfer to %s did not finish in time", self.cfg.id, target)
+        else:
+            log.info("node=%s handed leadership to %s", self.cfg.id, target)
+
+
+async def run_agent(cfg: AgentConfig) -> int:
+    """Run one agent until SIGTERM/SIGINT; returns the exit code."""
+    agent = Agent(cfg)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, agent.request_stop)
+    try:
+        await agent.start()
+        await agent.wait_stopped()
+    finally:
+        await agent.shutdown()
+    return 0
