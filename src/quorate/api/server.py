@@ -125,10 +125,10 @@ class Api:
 
     async def _forward(self, request: web.Request, body: bytes | None) -> web.Response:
         """Send a leader-only request to the leader, once."""
-        leader = self.rt.leader_id
-        info = self.rt.leader_info()
-        if request.headers.get(FORWARDED) or leader is None or info is None:
-            raise NoLeader("no leader is known to this node; the request was not applied", leader=leader)
+        if request.headers.get(FORWARDED):
+            raise NoLeader("the node this request was forwarded to is not the leader either; "
+                           "the request was not applied", leader=self.rt.leader_id)
+        leader, info = await self._wait_leader_address()
         scheme = "https" if self._client_ssl else "http"
         url = f"{scheme}://{info.api_addr}{request.rel_url}"
         headers = {FORWARDED: self.rt.id, "Content-Type": "application/json"}
@@ -142,6 +142,24 @@ class Api:
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise NoLeader(f"the leader {leader} could not be reached ({exc!s}); "
                            "the request may not have been applied", leader=leader) from None
+
+    async def _wait_leader_address(self) -> tuple[str, MemberInfo]:
+        """The leader and its API address, waiting briefly: right after an
+        election the leader's address registration may still be in flight."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(self.rt.request_timeout, 3.0)
+        while True:
+            leader, info = self.rt.leader_id, self.rt.leader_info()
+            if leader is not None and info is not None and info.api_addr:
+                return leader, info
+            left = deadline - loop.time()
+            if left <= 0:
+                what = "no leader is known" if leader is None else f"the API address of leader {leader} is not known yet"
+                raise NoLeader(f"{what}; the request was not applied, retry", leader=leader)
+            try:
+                await self.rt.applied.wait_newer(self.rt.applied.version, min(left, 0.05))
+            except TimeoutError:
+                pass
 
     # -- status ---------------------------------------------------------------------
 

@@ -100,8 +100,8 @@ class Agent:
                         await self._put_via_own_api(key, value)
                 except Exception as exc:  # retried on the next round
                     log.debug("node=%s address registration failed: %s", self.cfg.id, exc)
-            try:
-                await asyncio.wait_for(self._stop.wait(), timeout=self.cfg.tick_seconds * 5)
+            try:  # look again when leadership changes, or soon anyway
+                await rt.leadership.wait_newer(rt.leadership.version, self.cfg.tick_seconds * 5)
             except TimeoutError:
                 pass
 

@@ -1,0 +1,36 @@
+"""Fixtures for real-process tests: clusters are torn down (kill -9) after
+each test, and every node's log is printed when the test failed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .harness import ProcCluster
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+@pytest.fixture
+def make_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., ProcCluster]]:
+    made: list[ProcCluster] = []
+
+    def make(n: int = 3, **kw: Any) -> ProcCluster:
+        c = ProcCluster(tmp_path / f"cluster{len(made)}", n, **kw)
+        made.append(c)
+        return c
+
+    yield make
+    failed = getattr(request.node, "rep_call", None)
+    for c in made:
+        c.stop_all()
+        if failed is not None and failed.failed:
+            print(c.logs())
