@@ -25,6 +25,7 @@ from quorate.errors import (
     KeyNotFound,
     NoLeader,
     QuorateError,
+    RequestTimeout,
     RevisionConflict,
 )
 from quorate.kv import Applied, Compacted, Delete, NotFound, Put, Rejected, RevisionMismatch, encode_command
@@ -139,9 +140,13 @@ class Api:
                                              ssl=self._client_ssl) as resp:
                 payload = await resp.read()
                 return web.Response(body=payload, status=resp.status, content_type="application/json")
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except aiohttp.ClientConnectorError as exc:
             raise NoLeader(f"the leader {leader} could not be reached ({exc!s}); "
-                           "the request may not have been applied", leader=leader) from None
+                           "the request was not applied", leader=leader) from None
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            # Sent, but no answer: the leader may have applied it.
+            raise RequestTimeout(f"the leader {leader} did not answer ({exc!s}); "
+                                 "the request may or may not have taken effect") from None
 
     async def _wait_leader_address(self) -> tuple[str, MemberInfo]:
         """The leader and its API address, waiting briefly: right after an

@@ -156,7 +156,8 @@ class RaftRuntime:
                 await t
             except (asyncio.CancelledError, Exception):
                 pass
-        self._fail_all(ShuttingDown("the node is shutting down"))
+        self._fail_all(RequestTimeout(
+            "the node shut down before the outcome was known; the request may or may not have taken effect"))
         await self._in_io(self.storage.close)
         self._io.shutdown(wait=True)
 
@@ -202,7 +203,8 @@ class RaftRuntime:
     def _die(self, exc: BaseException) -> None:
         log.critical("node=%s fatal error in the consensus loop: %r", self.id, exc, exc_info=exc)
         self._fatal = exc
-        self._fail_all(QuorateError(f"fatal error: {exc}"))
+        self._fail_all(RequestTimeout(
+            f"the node stopped on a fatal error ({exc}); the request may or may not have taken effect"))
 
     # -- the Ready loop -----------------------------------------------------------
 
