@@ -178,12 +178,21 @@ class LeaderMixin:
             self._handle_append_resp(msg, pr)
         elif t is MT.HEARTBEAT_RESP:
             self._handle_heartbeat_resp(msg, pr)
-        elif t is MT.SNAPSHOT_RESP:
-            if pr.state is ProgressState.SNAPSHOT:
-                pr.snapshot_progressed = msg.index > pr.snapshot_offset or pr.snapshot_progressed
-                pr.snapshot_offset = msg.index
-                if pr.snapshot is not None and msg.index < len(pr.snapshot.data):
-                    self._send_snapshot_chunk(msg.frm, pr)
+        elif t is MT.SNAPSHOT_RESP and pr.state is ProgressState.SNAPSHOT:
+            self._handle_snapshot_resp(msg, pr)
+
+    def _handle_snapshot_resp(self: RaftNode, msg: Message, pr: Progress) -> None:
+        """Only an acknowledgement that moves the stream forward sends the next
+        chunk, so a resent chunk never starts a second stream. A follower
+        asking for an earlier offset (it lost its buffer, or the answer is a
+        stale one) is served by the stall detector on the next heartbeat."""
+        if msg.index > pr.snapshot_offset:
+            pr.snapshot_progressed = True
+            pr.snapshot_offset = msg.index
+            if pr.snapshot is not None and msg.index < len(pr.snapshot.data):
+                self._send_snapshot_chunk(msg.frm, pr)
+        elif msg.index < pr.snapshot_offset:
+            pr.snapshot_offset = msg.index
 
     def _handle_append_resp(self: RaftNode, msg: Message, pr: Progress) -> None:
         if msg.reject:
@@ -196,7 +205,10 @@ class LeaderMixin:
                 self._send_append(msg.frm, send_if_empty=True)
             return
         was_paused = pr.is_paused()
-        if not pr.maybe_update(msg.index):
+        # An answer to a probe at exactly ``match`` (e.g. the empty probe after
+        # a snapshot install) also proves the logs agree: go replicate.
+        probe_confirmed = pr.state is ProgressState.PROBE and msg.index == pr.match
+        if not pr.maybe_update(msg.index) and not probe_confirmed:
             return
         if pr.state is ProgressState.PROBE:
             pr.become_replicate()
@@ -223,6 +235,10 @@ class LeaderMixin:
             pr.snapshot_progressed = False
         else:
             pr.probe_sent = False
+            if pr.state is ProgressState.REPLICATE and pr.inflights.full():
+                # The whole window may have been lost: free one slot so an
+                # append goes out; a rejection then sends us back to probing.
+                pr.inflights.free_first()
             if pr.match < self.log.last_index:
                 self._send_append(msg.frm, send_if_empty=True)
         if msg.context:

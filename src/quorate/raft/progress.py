@@ -50,6 +50,10 @@ class Inflights:
         while self._items and self._items[0] <= index:
             self._items.popleft()
 
+    def free_first(self) -> None:
+        if self._items:
+            self._items.popleft()
+
     def reset(self) -> None:
         self._items.clear()
 
