@@ -9,13 +9,13 @@ same way; both are meant to pass one conformance suite.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from quorate.raft.types import Entry, HardState, PersistentState, Snapshot
+from quorate.storage.base import check_save
+from quorate.storage.errors import StorageError
 
-
-class StorageError(Exception):
-    """A write that would leave the log inconsistent (a caller bug)."""
+__all__ = ["MemoryStorage", "StorageError"]
 
 
 class MemoryStorage:
@@ -113,3 +113,18 @@ class MemoryStorage:
             )
         del self._entries[: index - self.snapshot_index]
         self._snapshot = snapshot
+
+    # -- the Storage contract (quorate.storage.Storage) ------------------------
+
+    def save(self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: Snapshot | None) -> None:
+        """Step 1 of a Ready, all or nothing: checked first, as FileStorage
+        does, so a refused save leaves the state as it was."""
+        check_save(self.snapshot_index, self.last_index, hard_state, entries, snapshot)
+        if snapshot is not None:
+            self.apply_snapshot(snapshot)
+        self.append(entries)
+        if hard_state is not None:
+            self.set_hard_state(hard_state)
+
+    def close(self) -> None:
+        """Nothing to release: the state outlives the node, as a disk would."""
