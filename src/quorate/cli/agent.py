@@ -1,0 +1,110 @@
+"""``quorate agent``: run one manager node until SIGTERM or SIGINT.
+
+Settings come from defaults < ``--config`` TOML file < ``QUORATE_*``
+environment variables < flags (see :mod:`quorate.config`); an invalid
+setting exits 2 with a message that names it. Every flag defaults to
+"unset" so that the file and the environment can supply it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from quorate.config import ConfigError, load_config
+
+from .common import fail
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _opt(name: str, text: str, metavar: str | None = None) -> typer.models.OptionInfo:
+    return typer.Option(name, help=text, metavar=metavar, show_default=False)
+
+
+IdOpt = Annotated[str | None, _opt("--id", "This node's id (letters, digits, '_', '.', '-'); unique in the "
+                                   "cluster and stable across restarts.")]
+DataDirOpt = Annotated[Path | None, _opt("--data-dir", "Where the write-ahead log, hard state and snapshots "
+                                         "live; created when missing.")]
+PeerAddrOpt = Annotated[str | None, _opt("--peer-addr", "Address for Raft traffic from the other nodes.",
+                                         "HOST:PORT")]
+ApiAddrOpt = Annotated[str | None, _opt("--api-addr", "Address of this node's HTTP API.", "HOST:PORT")]
+BootstrapOpt = Annotated[str | None, _opt(
+    "--bootstrap", "First start of a new cluster: every initial member as ID=HOST:PORT (peer address), "
+    "comma-separated, this node included (n1=127.0.0.1:7001,n2=...). Ignored, with a log line, when the "
+    "data dir already holds state, so a restart may repeat the same command.", "MEMBERS")]
+JoinOpt = Annotated[str | None, _opt("--join", "Join a running cluster through this API endpoint "
+                                     "(http://HOST:PORT), as a learner promoted to voter once caught up.",
+                                     "URL")]
+ClusterIdOpt = Annotated[str | None, _opt("--cluster-id", "Name checked on every peer connection, so two "
+                                          "clusters never mix (default: quorate).")]
+HeartbeatOpt = Annotated[int | None, _opt("--heartbeat-ms", "Leader heartbeat interval in milliseconds; one "
+                                          "Raft tick (default 100).", "MS")]
+ElectionOpt = Annotated[int | None, _opt("--election-timeout-ms", "Election timeout t in milliseconds, "
+                                         "randomized in [t, 2t) (default 1000).", "MS")]
+MultiplierOpt = Annotated[float | None, _opt("--timing-multiplier", "Scales both the heartbeat and the "
+                                             "election timeout, given or default (e.g. 5 on a slow machine; "
+                                             "default 1).")]
+RequestTimeoutOpt = Annotated[float | None, _opt("--request-timeout", "How long a write waits to be committed "
+                                                 "before answering 'timeout' (default 5).", "SECONDS")]
+SnapshotOpt = Annotated[int | None, _opt("--snapshot-entries", "Take a snapshot and compact the log every "
+                                         "this many entries (default 10000).")]
+PeerTokenOpt = Annotated[str | None, _opt("--peer-token", "Shared secret every peer connection must present "
+                                          "($QUORATE_PEER_TOKEN).")]
+ApiTokenOpt = Annotated[str | None, _opt("--api-token", "Require 'Authorization: Bearer TOKEN' on every API "
+                                         "request ($QUORATE_API_TOKEN).")]
+TlsCertOpt = Annotated[Path | None, _opt("--tls-cert", "Certificate for mutual TLS between peers (needs "
+                                         "--tls-key and --tls-ca).")]
+TlsKeyOpt = Annotated[Path | None, _opt("--tls-key", "Private key of --tls-cert.")]
+TlsCaOpt = Annotated[Path | None, _opt("--tls-ca", "CA that signed the peers' certificates.")]
+FsyncOpt = Annotated[bool | None, typer.Option(
+    "--fsync/--no-fsync", show_default=False,
+    help="fsync the log before acknowledging (default on; off only for throwaway test clusters).")]
+ConfigOpt = Annotated[Path | None, _opt("--config", "TOML file with the same settings (snake_case keys); "
+                                        "environment variables and flags override it.", "FILE.toml")]
+LogLevelOpt = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
+
+
+def agent(
+    node_id: IdOpt = None, data_dir: DataDirOpt = None, peer_addr: PeerAddrOpt = None,
+    api_addr: ApiAddrOpt = None, bootstrap: BootstrapOpt = None, join: JoinOpt = None,
+    cluster_id: ClusterIdOpt = None, heartbeat_ms: HeartbeatOpt = None, election_timeout_ms: ElectionOpt = None,
+    timing_multiplier: MultiplierOpt = None, request_timeout: RequestTimeoutOpt = None,
+    snapshot_entries: SnapshotOpt = None, peer_token: PeerTokenOpt = None, api_token: ApiTokenOpt = None,
+    tls_cert: TlsCertOpt = None, tls_key: TlsKeyOpt = None, tls_ca: TlsCaOpt = None, fsync: FsyncOpt = None,
+    config: ConfigOpt = None, log_level: LogLevelOpt = "INFO",
+) -> None:
+    """Run a quorate manager node until SIGTERM or SIGINT."""
+    flags = {
+        "id": node_id, "data_dir": data_dir, "peer_addr": peer_addr, "api_addr": api_addr,
+        "bootstrap": bootstrap, "join": join, "cluster_id": cluster_id, "heartbeat_ms": heartbeat_ms,
+        "election_timeout_ms": election_timeout_ms, "timing_multiplier": timing_multiplier,
+        "request_timeout_s": request_timeout, "snapshot_entries": snapshot_entries,
+        "peer_token": peer_token, "api_token": api_token, "tls_cert": tls_cert, "tls_key": tls_key,
+        "tls_ca": tls_ca, "fsync": fsync,
+    }
+    level = log_level.upper()
+    if level not in LOG_LEVELS:
+        raise fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}", code=2)
+    try:
+        cfg = load_config(flags, config_file=config, env=os.environ)
+    except ConfigError as exc:
+        raise fail(str(exc), code=2) from None
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
+    try:
+        from quorate.runtime.agent import run_agent
+    except ImportError as exc:
+        raise fail(f"the agent runtime is not available: {exc}") from None
+    try:
+        code = asyncio.run(run_agent(cfg))
+    except OSError as exc:  # e.g. a port in use: say so without a traceback
+        logging.getLogger("quorate.agent").error("node=%s cannot run: %s", cfg.id, exc)
+        raise typer.Exit(1) from None
+    sys.exit(code)
