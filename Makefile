@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test sweep bench-election clean
+.PHONY: demo sim-demo test sweep bench-election clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +12,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# A local 3-manager cluster under ./quorate-local, then S1 (kill -9 the
+# leader) with a timeline; the cluster keeps running (.venv/bin/quorate down).
 demo: $(STAMP)
+	$(PY) -m quorate demo
+
+# The same failure timeline on the deterministic simulator.
+sim-demo: $(STAMP)
 	$(PY) -m quorate.sim demo
 
 test: $(STAMP)

@@ -6,6 +6,7 @@ import typer
 
 from . import kv, members
 from .agent import agent
+from .demo import demo
 from .status import status
 from .updown import down, up
 
@@ -23,6 +24,7 @@ app.add_typer(members.app, name="members")
 app.add_typer(kv.app, name="kv")
 app.command("up")(up)
 app.command("down")(down)
+app.command("demo")(demo)
 
 
 def main() -> None:
