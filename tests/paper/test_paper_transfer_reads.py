@@ -154,3 +154,30 @@ def test_reads_wait_for_the_leaders_first_commit_in_its_term() -> None:
     c.undrop(acks)
     c.run(2)
     assert c.read_states("n1") == [ReadState(noop, b"early")]
+
+
+def test_new_leader_with_a_lagging_commit_index_does_not_serve_a_stale_read() -> None:
+    """Thesis §6.4 step 1, why it matters: a new leader may not know that an
+    entry in its log is committed; answering a read with its own commit index
+    then could miss that write. Waiting for its no-op to commit fixes it."""
+    c = three()
+    index = c.propose("n1", "x")
+    c.drop(lambda m: m.type in (MT.APPEND, MT.HEARTBEAT) and m.commit >= index)
+    c.deliver()
+    assert c.node("n1").commit_index >= index  # committed on n1 only as far as anyone knows
+    c.crash("n1")
+    c.heal()
+    acks = c.drop(lambda m: m.type is MT.APPEND_RESP)
+    for _ in range(300):
+        c.run(1)
+        if c.leader() is not None:
+            break
+    lead = c.leader()
+    assert lead is not None and c.node(lead).commit_index < index
+    c.node(lead).read_index(b"after-x")
+    c.deliver()
+    assert c.read_states(lead) == []
+    c.undrop(acks)
+    c.run(2)
+    [rs] = c.read_states(lead)
+    assert rs.index > index and c.applied(lead) == [b"x"]

@@ -388,6 +388,10 @@ class Cluster:
         n = self.node(node_id)
         return n.entries(n.first_index, n.last_index + 1)
 
+    def highest_committed(self) -> int:
+        """The highest index known committed anywhere so far."""
+        return max(self._committed, default=0)
+
     def sent(self, predicate: MessageFilter) -> list[Message]:
         """Messages in the trace (delivered or dropped) that ``predicate`` accepts."""
         return [msg for _, msg in self.trace if predicate(msg)]
