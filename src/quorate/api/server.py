@@ -40,6 +40,7 @@ from .schemas import JoinBody, PutBody, TransferBody, parse_body
 log = logging.getLogger("quorate.api")
 
 FORWARDED = "X-Quorate-Forwarded"
+RESERVED_PREFIX = "_quorate/"
 MAX_BODY = 2 << 20  # a 1 MiB value plus JSON overhead
 WATCH_MAX_S = 60.0
 
@@ -225,7 +226,9 @@ class Api:
         prefix = request.query.get("prefix", "")
         limit = _int_query(request, "limit")
         await self._barrier(request)
-        kvs = self.rt.sm.kv.list_prefix(prefix, limit)
+        kvs = self.rt.sm.kv.list_prefix(prefix, None if _hides_reserved(prefix) else limit)
+        if _hides_reserved(prefix):
+            kvs = [kv for kv in kvs if not kv.key.startswith(RESERVED_PREFIX)][:limit]
         return _json({"revision": self.rt.sm.kv.revision, "kvs": [_kv_json(kv) for kv in kvs]})
 
     async def watch(self, request: web.Request) -> web.Response:
@@ -241,6 +244,8 @@ class Api:
                 events = self.rt.sm.history.since(start, prefix)
             except Compacted as exc:
                 raise CompactedRevision(str(exc), oldest_revision=exc.oldest) from None
+            if _hides_reserved(prefix):
+                events = [e for e in events if not e.key.startswith(RESERVED_PREFIX)]
             if events:
                 return _json({"events": [e.to_json() for e in events], "next_revision": events[-1].revision + 1})
             left = deadline - loop.time()
@@ -292,6 +297,12 @@ class Api:
             return await self._forward(request, raw)
         target = self.rt.transfer_leadership(body.target)
         return _json({"target": target})
+
+
+def _hides_reserved(prefix: str) -> bool:
+    """Listings and watches leave out quorate's own keys unless asked for
+    them by prefix: they are bookkeeping, not the user's data."""
+    return not prefix.startswith(RESERVED_PREFIX)
 
 
 def _loads(raw: bytes) -> object:
