@@ -159,8 +159,8 @@ def test_bad_api_input_is_refused_with_json_errors(make_cluster) -> None:  # typ
     assert big.status == 413 and big.body["error"] == "too_large"
     listing = http("GET", url + "/v1/kv?prefix=").body
     assert listing["kvs"] == [], "bad input changed the store (or a listing showed reserved keys)"
-    reserved = http("GET", url + "/v1/kv?prefix=_quorate/members/").body
-    assert len(reserved["kvs"]) == 3  # each member registered its addresses
+    wait_for("every member to register its addresses",
+             lambda: len(http("GET", url + "/v1/kv?prefix=_quorate/members/").body["kvs"]) == 3)
 
 
 def test_cas_semantics_over_http(make_cluster) -> None:  # type: ignore[no-untyped-def]

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from .nemesis import parse_faults
@@ -21,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=5, help="initial voters (default 5)")
     p.add_argument("--seeds", default="0-99", help='"0-999", "1,5,9" or a mix (default 0-99)')
     p.add_argument("--faults", default="all",
-                   help="none|partition|crash|drop|pause|membership|all, comma-separated")
+                   help="none|partition|crash|drop|pause|membership|transfer|all, comma-separated")
     p.add_argument("--trace", action="store_true", help="print the trace of a single seed")
     p.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
     return p
@@ -29,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # The core logs role changes; the trace already tells them, in order.
+    logging.getLogger("quorate").addHandler(logging.NullHandler())
     if args.command == "demo":
         from .demo import run_demo
 

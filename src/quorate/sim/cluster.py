@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 
@@ -24,7 +25,7 @@ class SimConfig:
     """Everything a run depends on besides its seed."""
 
     nodes: int = 5
-    duration_ms: int = 6000  # fault phase
+    duration_ms: int = 10000  # fault phase
     settle_ms: int = 2000  # bound for a stable leader after healing (20 election timeouts)
     liveness_ms: int = 1000  # after that, each client must finish liveness_ops
     liveness_ops: int = 3  # operations (beyond one client timeout for those in flight)
@@ -36,9 +37,22 @@ class SimConfig:
     clients: ClientSettings = field(default_factory=ClientSettings)
     nemesis: NemesisSettings = field(default_factory=NemesisSettings)
     keep_trace: bool = False
+    # Draw flow-control, batching and snapshot-chunk limits per seed, so the
+    # sweep covers one-entry appends, a window of one, multi-chunk snapshots.
+    vary_raft: bool = True
 
-    def raft_config(self) -> RaftConfig:
-        return RaftConfig(election_ticks=self.election_ticks, heartbeat_ticks=self.heartbeat_ticks)
+    def raft_config(self, rng: random.Random) -> RaftConfig:
+        base = RaftConfig(election_ticks=self.election_ticks, heartbeat_ticks=self.heartbeat_ticks)
+        if not self.vary_raft:
+            return base
+        return dataclasses.replace(
+            base,
+            max_inflight=rng.choice((1, 4, 64)),
+            max_entries_per_append=rng.choice((1, 8, 512)),
+            snapshot_chunk_bytes=rng.choice((16, 100, 1 << 20)),
+            pre_vote=rng.random() < 0.8,
+            check_quorum=rng.random() < 0.8,
+        )
 
 
 class Cluster:
@@ -55,7 +69,9 @@ class Cluster:
         self.network = Network(
             self.loop, random.Random(self.rng.getrandbits(64)), cfg.network, self._deliver
         )
-        settings = NodeSettings(cfg.raft_config(), cfg.tick_ms, cfg.snapshot_every)
+        raft_cfg = cfg.raft_config(random.Random(self.rng.getrandbits(64)))
+        settings = NodeSettings(raft_cfg, cfg.tick_ms, cfg.snapshot_every)
+        self.trace.log(0, "sim", f"seed {seed}: {cfg.nodes} nodes, {_describe(raft_cfg)}")
         self.env = NodeEnv(
             self.loop,
             random.Random(self.rng.getrandbits(64)),
@@ -123,22 +139,37 @@ class Cluster:
         return best
 
     def stable_leader(self) -> SimNode | None:
-        """The one leader, followed by a majority of its voters in its term."""
-        leaders = [n for n in self.running() if n.raft is not None and n.raft.role is Role.LEADER]
-        if len(leaders) != 1 or self.nemesis.pending is not None:
+        """The one leader, followed in its term by every running member, with
+        no running node in a later term (which, without pre-vote, would
+        still unseat it) and no membership change in flight."""
+        if self.nemesis.pending is not None:
+            return None
+        running = [n for n in self.running() if n.raft is not None]
+        leaders = [n for n in running if n.raft.role is Role.LEADER]  # type: ignore[union-attr]
+        if len(leaders) != 1:
             return None
         leader = leaders[0]
         raft = leader.raft
         assert raft is not None
-        voters = sorted(raft.conf_state.voters)
-        following = 0
-        for vid in voters:
-            node = self.nodes.get(vid)
-            if node is not None and node.alive and node.raft is not None:
-                if node.raft.term == raft.term and node.raft.leader == leader.id:
-                    following += 1
-        return leader if following * 2 > len(voters) else None
+        members = raft.conf_state.members()
+        for node in running:
+            other = node.raft
+            assert other is not None
+            if other.term > raft.term:
+                return None
+            if node.id in members and (other.term != raft.term or other.leader != leader.id):
+                return None
+        return leader
 
     def final_checks(self) -> None:
         """State machine safety across nodes that applied the same prefix."""
         check_digests((n.id, n.applied, n.kv.digest()) for n in self.running())
+
+
+def _describe(cfg: RaftConfig) -> str:
+    return (
+        f"election_ticks={cfg.election_ticks} heartbeat_ticks={cfg.heartbeat_ticks} "
+        f"pre_vote={cfg.pre_vote} check_quorum={cfg.check_quorum} "
+        f"max_inflight={cfg.max_inflight} max_entries_per_append={cfg.max_entries_per_append} "
+        f"snapshot_chunk_bytes={cfg.snapshot_chunk_bytes}"
+    )

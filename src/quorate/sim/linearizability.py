@@ -5,29 +5,34 @@ Theory of operation
 A history is linearizable when every operation can be given one point in
 time, between its invocation and its response, such that the operations
 taken in that order are a legal sequential run of the store (Herlihy & Wing).
-The check has two parts.
+The verdict must be sound above all: a false alarm would make the simulator
+report bugs that do not exist. Writers outside the history (quorate's own
+controllers) may also advance the global revision counter, so nothing here
+assumes revisions are consecutive. The check has two parts.
 
-1. A cheap global check on revisions. Every successful write returns a fresh
-   value of the store's global revision counter, so no two may return the
-   same one; and the counter only grows, so a write must return a revision
-   above every revision observed by any operation (a write's revision, a
-   read's mod_revision, a mismatch's current revision) that *completed*
-   before the write was *invoked*.
+1. Cheap global checks on revisions. Each revision is given to exactly one
+   write on one key, so no two acknowledged writes share a revision, and no
+   revision is seen on two keys (as a write's revision, a read's
+   mod_revision, a mismatch's current revision or a matched prev_revision).
+   The counter only grows, so a write returns a revision above every
+   revision reported by a response that came before the write's invocation.
 
-2. Per-key search. Keys are independent (P-compositionality), so each key's
-   sub-history is checked on its own with the Wing & Gong search as refined
-   by Lowe: operations are call and return entries in a doubly linked list
-   ordered by time; the search linearizes a call (applies it to the model),
-   lifts its entries out of the list and starts again from the head; meeting
-   a return entry means the operation it closes was not linearized in time,
-   so the search backtracks. Visited (linearized set, model state) pairs are
-   cached, so no configuration is explored twice. The loop keeps an explicit
-   stack: histories have hundreds of operations per key.
+2. Per-key search (P-compositionality: keys do not interact except through
+   the counter, which part 1 and the floors below cover). Each key's
+   sub-history is checked with the Wing & Gong search as refined by Lowe:
+   operations are call and return entries in a doubly linked list ordered by
+   time; the search linearizes a call (applies it to the model), lifts its
+   entries out of the list and starts again from the head; meeting a return
+   entry means the operation it closes was not linearized in time, so the
+   search backtracks. Visited configurations (linearized set, model state)
+   are cached. The loop keeps an explicit stack: keys have hundreds of ops.
 
-The per-key model cannot predict exact revisions (other keys advance the
-global counter too), so it keeps a lower bound: a write is legal when its
-revision is above the revision of the key's previous write. Reads, CAS
-comparisons and mismatch reports must match the key's mod_revision exactly.
+The per-key model cannot predict exact revisions, so it keeps a lower bound:
+a write is legal when its revision is above the revision of the key's
+previous write, and above every revision reported before the invocation of
+any op ordered before it (its point follows those invocations; this is the
+"frontier floor"). Reads, CAS comparisons and mismatch reports must match the
+key's mod_revision exactly.
 
 Unknown outcomes (a client timed out: ``result`` is None) are handled so the
 checker never rejects a history the store could have produced:
@@ -40,13 +45,20 @@ checker never rejects a history the store could have produced:
   same effect as "never happened", so only the effectful branch is explored;
 * when an unknown write takes effect its revision is not known, so the key's
   mod_revision becomes *symbolic*: "some integer >= lo", where lo is one more
-  than both the key's previous write revision and every revision observed
-  before the write was invoked (both bounds hold in every real run). A later
-  read or mismatch that reports revision r pins it to r if r >= lo; a later
-  CAS with prev_revision p pins it to p likewise; a later write with
-  revision R is legal if R > lo (some mod_revision in [lo, R) exists).
-  Every rule accepts a superset of what real runs can do, hence soundness;
-  the price is that some anomalies hidden behind timeouts go unreported.
+  than both the key's previous write revision and the frontier floor (both
+  bounds hold in every real run). A later read or mismatch that reports
+  revision r pins it to r if r >= lo; a later CAS with prev_revision p pins
+  it to p likewise; a later write with revision R is legal if R > lo (some
+  mod_revision in [lo, R) exists). Every rule accepts a superset of what
+  real runs can do, hence soundness; the price is that some anomalies hidden
+  behind timeouts (or spread over several keys) go unreported.
+
+Pruning, none of which can lose a linearization: ``lo`` never decreases, so
+a configuration whose ``lo`` already exceeds what some pending completed op
+needs is dead; a configuration that linearized a superset of the unknown
+writes of another with the same completed ops and state is dominated (an
+unknown write may always be left out); and unknown writes that only differ
+in invocation time are tried earliest first, once (see ``_redundant``).
 
 Model state is a plain tuple ``(value, lo, exact)`` (hashed millions of
 times, so no dataclass): ``value`` is None for a missing key. For a present
@@ -64,9 +76,10 @@ from __future__ import annotations
 
 import bisect
 import enum
+import itertools
 import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 __all__ = ["CheckResult", "OpKind", "Operation", "check_history"]
@@ -278,30 +291,85 @@ def _is_acked_write(op: Operation) -> bool:
     return op.kind is not OpKind.GET and op.result is not None and op.result[0] == "ok"
 
 
+def _key_revisions(op: Operation) -> list[int]:
+    """Revisions the response proves were given to a write on the op's key."""
+    result = op.result
+    if result is None:
+        return []
+    seen = []
+    if result[0] == "ok":
+        seen.append(result[-1])  # the write's own revision or the read's mod_revision
+    if result[0] == "mismatch" and result[1] > 0:
+        seen.append(result[1])
+    if result[0] == "ok" and op.prev_revision:  # a successful CAS
+        seen.append(op.prev_revision)
+    return seen
+
+
 def _check_revisions(ops: Sequence[Operation], floors: _RevisionFloors) -> CheckResult | None:
-    """Distinct write revisions, increasing in real time across all keys."""
+    """Cross-key revision rules; on failure ``key`` is that of the later-invoked op.
+
+    Every write gets its own revision, so two acknowledged writes may not
+    share one, and no revision may be seen on two keys (as a write's
+    revision, a mod_revision or a matched prev_revision). Revisions grow in
+    real time: a write invoked after a response reported revision r gets one
+    above r.
+    """
     writes = sorted((op for op in ops if _is_acked_write(op)), key=lambda o: o.invoke)
     owner: dict[int, Operation] = {}
     for op in writes:
-        rev = op.result[1]
-        if rev in owner:
-            first = owner[rev]
-            message = (
-                f"revision {rev} was returned by two successful writes: "
+        owner.setdefault(op.result[1], op)
+    problems = itertools.chain(
+        _duplicate_revisions(writes, owner),
+        _revisions_on_two_keys(ops),
+        _backward_revisions(writes, floors),
+    )
+    problem = next(problems, None)
+    if problem is None:
+        return None
+    culprit, message = problem
+    return CheckResult(ok=False, key=culprit.key, message=message, explored=0)
+
+
+_Problem = tuple[Operation, str]  # (the later-invoked op involved, explanation)
+
+
+def _later(a: Operation, b: Operation) -> Operation:
+    return b if b.invoke >= a.invoke else a
+
+
+def _duplicate_revisions(
+    writes: list[Operation], owner: dict[int, Operation]
+) -> Iterator[_Problem]:
+    for op in writes:
+        first = owner[op.result[1]]
+        if first is not op:
+            yield op, (
+                f"revision {op.result[1]} was returned by two successful writes: "
                 f"{first.describe()}; {op.describe()}"
             )
-            return CheckResult(ok=False, key=op.key, message=message, explored=0)
-        owner[rev] = op
+
+
+def _revisions_on_two_keys(ops: Sequence[Operation]) -> Iterator[_Problem]:
+    witness: dict[int, Operation] = {}
+    for op in sorted(ops, key=lambda o: o.invoke):
+        for rev in _key_revisions(op):
+            other = witness.setdefault(rev, op)
+            if other.key != op.key:
+                yield _later(op, other), (
+                    f"revision {rev} belongs to writes on two keys: "
+                    f"{other.describe()}; {op.describe()}"
+                )
+
+
+def _backward_revisions(writes: list[Operation], floors: _RevisionFloors) -> Iterator[_Problem]:
     for op in writes:
-        rev = op.result[1]
         obs = floors.before(op.invoke)
-        if obs is not None and obs.revision >= rev:
-            message = (
+        if obs is not None and obs.revision >= op.result[1]:
+            yield op, (
                 f"revision went backwards in real time: {op.describe()} was invoked "
                 f"after {obs.op.describe()} had reported revision {obs.revision}"
             )
-            return CheckResult(ok=False, key=op.key, message=message, explored=0)
-    return None
 
 
 # --------------------------------------------------------------------------
@@ -315,11 +383,13 @@ _INITIAL: _State = (None, 0, False)
 class _Step:
     """An operation compiled for the search: the model rule plus its arguments."""
 
-    rule: Callable[[_State, _Step], _State | None]
+    rule: Callable[[_State, _Step, int], _State | None]
     value: str | None
     prev: int | None
-    revision: int  # the reported revision, or the lower bound for an unknown write
+    revision: int  # the reported revision (0 if none or unknown)
     known: bool
+    writes: bool
+    invoke: int
     # The largest ``lo`` from which this op can still be linearized (None: any).
     # ``lo`` never decreases along a run, so a state whose ``lo`` exceeds the
     # ceiling of any op still to be linearized is a dead end.
@@ -343,56 +413,56 @@ def _compare(state: _State, step: _Step) -> _State | None:
     return state if step.prev is None else _pin(state, step.prev)
 
 
-def _put_ok(state: _State, step: _Step) -> _State | None:
+def _put_ok(state: _State, step: _Step, lower: int) -> _State | None:
     state = _compare(state, step)
-    if state is None or step.revision <= state[1]:
+    if state is None or step.revision <= state[1] or step.revision < lower:
         return None
     return (step.value, step.revision, True)
 
 
-def _put_unknown(state: _State, step: _Step) -> _State | None:
+def _put_unknown(state: _State, step: _Step, lower: int) -> _State | None:
     state = _compare(state, step)
     if state is None:
         return None
-    return (step.value, max(state[1] + 1, step.revision), False)
+    return (step.value, max(state[1] + 1, lower), False)
 
 
-def _delete_ok(state: _State, step: _Step) -> _State | None:
+def _delete_ok(state: _State, step: _Step, lower: int) -> _State | None:
     if state[0] is None:
         return None
     state = _compare(state, step)
-    if state is None or step.revision <= state[1]:
+    if state is None or step.revision <= state[1] or step.revision < lower:
         return None
     return (None, step.revision, False)
 
 
-def _delete_unknown(state: _State, step: _Step) -> _State | None:
+def _delete_unknown(state: _State, step: _Step, lower: int) -> _State | None:
     # Deleting a missing key has no effect: same as never linearizing it.
     if state[0] is None:
         return None
     state = _compare(state, step)
     if state is None:
         return None
-    return (None, max(state[1] + 1, step.revision), False)
+    return (None, max(state[1] + 1, lower), False)
 
 
-def _mismatch(state: _State, step: _Step) -> _State | None:
+def _mismatch(state: _State, step: _Step, lower: int) -> _State | None:
     if step.revision == step.prev:
         return None
     return _pin(state, step.revision)
 
 
-def _get_ok(state: _State, step: _Step) -> _State | None:
+def _get_ok(state: _State, step: _Step, lower: int) -> _State | None:
     if state[0] != step.value:
         return None
     return _pin(state, step.revision)
 
 
-def _not_found(state: _State, step: _Step) -> _State | None:
+def _not_found(state: _State, step: _Step, lower: int) -> _State | None:
     return state if state[0] is None else None
 
 
-_RULES: dict[tuple[OpKind, str | None], Callable[[_State, _Step], _State | None]] = {
+_RULES: dict[tuple[OpKind, str | None], Callable[[_State, _Step, int], _State | None]] = {
     (OpKind.PUT, "ok"): _put_ok,
     (OpKind.PUT, "mismatch"): _mismatch,
     (OpKind.PUT, None): _put_unknown,
@@ -405,13 +475,11 @@ _RULES: dict[tuple[OpKind, str | None], Callable[[_State, _Step], _State | None]
 }
 
 
-def _compile(op: Operation, floors: _RevisionFloors) -> _Step:
+def _compile(op: Operation) -> _Step:
     result = op.result
     if result is None:
         rule = _RULES[(op.kind, None)]
-        # Any revision observed before the invocation was already assigned.
-        lower = floors.floor(op.invoke) + 1
-        return _Step(rule, op.value, op.prev_revision, lower, False, None)
+        return _Step(rule, op.value, op.prev_revision, 0, False, True, op.invoke, None)
     tag = result[0]
     rule = _RULES[(op.kind, tag)]
     value = result[1] if op.kind is OpKind.GET and tag == "ok" else op.value
@@ -422,7 +490,8 @@ def _compile(op: Operation, floors: _RevisionFloors) -> _Step:
         ceiling = revision - 1  # a write needs revision > lo
     else:
         ceiling = revision  # a read or mismatch needs mod_revision == revision >= lo
-    return _Step(rule, value, op.prev_revision, revision, True, ceiling)
+    writes = op.kind is not OpKind.GET
+    return _Step(rule, value, op.prev_revision, revision, True, writes, op.invoke, ceiling)
 
 
 def _describe_state(state: _State) -> str:
@@ -504,7 +573,8 @@ class _KeySearch:
 
     def __init__(self, ops: Sequence[Operation], floors: _RevisionFloors, budget: int) -> None:
         self.ops = list(ops)
-        self.steps = [_compile(op, floors) for op in self.ops]
+        self.steps = [_compile(op) for op in self.ops]
+        self.floors = floors
         self.budget = budget
         self.explored = 0
         self.known_total = sum(step.known for step in self.steps)
@@ -512,15 +582,18 @@ class _KeySearch:
         bounded = [i for i, step in enumerate(self.steps) if step.ceiling is not None]
         self.by_ceiling = sorted(bounded, key=lambda i: self.steps[i].ceiling)
         self.ceilings = [self.steps[i].ceiling for i in self.by_ceiling]
+        self.classes = self._interchangeable()
         # (completed-ops mask, state) -> unknown-ops masks visited with it.
-        self.seen: dict[tuple[int, _State], list[int]] = {}
+        self.seen: set[tuple[int, int, _State]] = set()
+        self.lean: dict[tuple[int, _State], int] = {}
         # Deepest point reached (counted in completed ops), for the report.
         self.best: tuple[int, int, _State] = (-1, 0, _INITIAL)
         # The current configuration, and the stack of frames to return to:
-        # (from unknown list, call entry, state before, low before, limit).
+        # (from unknown list, call entry, state, low, frontier before, limit).
         self.state, self.kmask, self.umask, self.low = _INITIAL, 0, 0, 0
+        self.frontier: float = -math.inf  # latest invocation among linearized ops
         self.pending = self.known_total
-        self.stack: list[tuple[bool, int, _State, int, float]] = []
+        self.stack: list[tuple[bool, int, _State, int, float, float]] = []
         events = [(op.invoke, 0, i) for i, op in enumerate(self.ops)] + [
             (op.complete, 1, i) for i, op in enumerate(self.ops) if not op.unknown
         ]
@@ -528,6 +601,20 @@ class _KeySearch:
             _EntryList([e for e in events if self.steps[e[2]].known]),
             _EntryList([e for e in events if not self.steps[e[2]].known]),
         )
+
+    def _interchangeable(self) -> dict[int, list[int]]:
+        """Unknown op index -> its class (see ``_redundant``), in invocation order."""
+        read = {s.value for s in self.steps if s.known and s.rule is _get_ok}
+        classes: dict[tuple, list[int]] = defaultdict(list)
+        unknown = sorted(
+            (i for i, s in enumerate(self.steps) if not s.known),
+            key=lambda i: (self.steps[i].invoke, i),
+        )
+        for i in unknown:
+            step = self.steps[i]
+            value = step.value if step.value in read else None
+            classes[(step.rule, value, step.prev)].append(i)
+        return {i: members for members in classes.values() for i in members}
 
     def run(self) -> str | None:
         """None if a linearization exists, else why not."""
@@ -539,6 +626,8 @@ class _KeySearch:
                 if not in_unknown and not known.is_call[entry]:
                     # Every completed candidate tried; now the unknown writes.
                     in_unknown, limit, entry = True, known.time[entry], unknown.next[0]
+                    if self._writes_are_dead():
+                        entry = len(unknown.next) - 1  # the tail: skip them all
                     continue
                 if in_unknown and unknown.time[entry] > limit:
                     if not self.stack:  # the first pending return fits nowhere
@@ -557,33 +646,40 @@ class _KeySearch:
     def _try(self, entries: _EntryList, entry: int, unknown: bool, limit: float) -> bool:
         """Linearize the op at ``entry`` next if that can lead anywhere new."""
         i = entries.op[entry]
+        if unknown and self._redundant(i):
+            return False
         step = self.steps[i]
-        new = step.rule(self.state, step)
+        # The op's point follows the invocations of all ops ordered before
+        # it, so a write's revision exceeds every revision observed earlier.
+        frontier = max(self.frontier, step.invoke)
+        lower = self.floors.floor(frontier) + 1 if step.writes else 0
+        new = step.rule(self.state, step, lower)
         if new is None:
             return False
         bit = 1 << i
         kmask = self.kmask if unknown else self.kmask | bit
         umask = self.umask | bit if unknown else self.umask
-        if self._visited(kmask, umask, new):
-            return False
-        if self.explored >= self.budget:
-            raise _OutOfBudget
-        self.explored += 1
         done = self.known_total - self.pending + (not unknown)
         if done > self.best[0]:
             self.best = (done, kmask | umask, new)
         low = self._lowest_open(self.low, kmask)
         if low < len(self.ceilings) and self.ceilings[low] < new[1]:
             return False  # an op still to come needs an older revision
-        self.stack.append((unknown, entry, self.state, self.low, limit))
+        if self._visited(kmask, umask, new):
+            return False
+        if self.explored >= self.budget:
+            raise _OutOfBudget
+        self.explored += 1
+        self.stack.append((unknown, entry, self.state, self.low, self.frontier, limit))
         self.state, self.kmask, self.umask, self.low = new, kmask, umask, low
+        self.frontier = frontier
         self.pending -= not unknown
         entries.lift(entry)
         return True
 
     def _backtrack(self) -> tuple[bool, int, float]:
         """Undo the last linearization; returns where to resume trying."""
-        unknown, entry, self.state, self.low, limit = self.stack.pop()
+        unknown, entry, self.state, self.low, self.frontier, limit = self.stack.pop()
         entries = self.lists[unknown]
         bit = 1 << entries.op[entry]
         if unknown:
@@ -596,11 +692,39 @@ class _KeySearch:
 
     def _visited(self, kmask: int, umask: int, state: _State) -> bool:
         """Record the configuration; True if it or a dominating one was seen."""
-        umasks = self.seen.setdefault((kmask, state), [])
-        if any(seen & ~umask == 0 for seen in umasks):
+        key = (kmask, state)
+        lean = self.lean.get(key)
+        if lean is not None and lean & ~umask == 0:
             return True
-        umasks.append(umask)
+        if lean is None or umask & ~lean == 0:
+            self.lean[key] = umask
+        full = (kmask, umask, state)
+        if full in self.seen:
+            return True
+        self.seen.add(full)
         return False
+
+    def _redundant(self, i: int) -> bool:
+        """True if an equivalent unknown write, invoked no later, is still open.
+
+        Unknown writes of one class (same kind, prev_revision and value, where
+        values no GET ever returned count as equal: only presence and revision
+        can be observed) differ only in invocation time, and the earlier one
+        can do all the later one can (its revision bound is never higher). So
+        any linearization using a later one now can swap in the earliest open
+        one, and trying that one alone is enough.
+        """
+        umask = self.umask
+        for j in self.classes[i]:
+            if not umask >> j & 1:
+                return j != i
+        return False
+
+    def _writes_are_dead(self) -> bool:
+        """True if any write linearized now would outgrow an op still to come."""
+        ceilings, low = self.ceilings, self.low
+        lower = self.floors.floor(self.frontier) + 1
+        return low < len(ceilings) and ceilings[low] < lower
 
     def _lowest_open(self, low: int, kmask: int) -> int:
         """Index in ``by_ceiling`` of the first op not in ``kmask``, from ``low`` on."""
@@ -621,7 +745,8 @@ class _KeySearch:
             for i in rest
             if deadline is not None and self.ops[i].invoke <= deadline
         ]
-        blocked.sort(key=lambda op: (op.invoke, op.client))
+        # Completed ops first: old unknown writes that never happened are noise.
+        blocked.sort(key=lambda op: (op.unknown, op.invoke, op.client))
         done = bin(mask).count("1")
         lines = [
             f"not linearizable: at best {done} of {len(self.ops)} operations on "

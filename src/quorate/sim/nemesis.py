@@ -12,6 +12,7 @@ Kinds (selectable, see ``parse_faults``):
 - membership: through the leader, add a brand-new node as a learner, promote
   it to voter once it caught up, or remove a voter (voters stay within 3..7,
   one change at a time); a removed node is stopped for good.
+- transfer: the leader hands leadership to another voter (TimeoutNow).
 
 ``stop`` ends the fault phase: it heals, resumes and restarts everything, so
 the liveness check can demand that the cluster recovers.
@@ -40,6 +41,7 @@ class Fault(enum.Enum):
     DROP = "drop"
     PAUSE = "pause"
     MEMBERSHIP = "membership"
+    TRANSFER = "transfer"
 
 
 def parse_faults(text: str) -> frozenset[Fault]:
@@ -119,6 +121,7 @@ class Nemesis:
             Fault.DROP: self._drop,
             Fault.PAUSE: self._pause,
             Fault.MEMBERSHIP: self._membership,
+            Fault.TRANSFER: self._transfer,
         }[kind]()
         self._schedule()
 
@@ -175,7 +178,7 @@ class Nemesis:
         loop.call_later(self._duration(), self._restart, node)
 
     def _crash_now(self, node: SimNode, incarnation: int) -> None:
-        if node.incarnation != incarnation or not node.alive:
+        if not self.active or node.incarnation != incarnation or not node.alive:
             return
         self._log(f"crash {node.id}")
         node.crash()
@@ -218,6 +221,22 @@ class Nemesis:
         if net.drop_rate != net.config.drop_rate:
             net.drop_rate = net.config.drop_rate
             self._log("drop rate back to normal")
+
+    def _transfer(self) -> None:
+        leader = self.cluster.leader()
+        if leader is None or leader.raft is None:
+            return
+        voters = sorted(leader.raft.conf_state.voters - {leader.id})
+        if not voters:
+            return
+        target = self.rng.choice(voters)
+        try:
+            leader.raft.transfer_leadership(target)
+        except RaftError as exc:
+            self._log(f"transfer {leader.id} -> {target} refused: {type(exc).__name__}")
+            return
+        self._log(f"transfer leadership {leader.id} -> {target}")
+        leader.run(lambda: None)
 
     # -- membership ------------------------------------------------------------
 

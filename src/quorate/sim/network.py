@@ -23,8 +23,8 @@ from .events import EventLoop
 class NetworkConfig:
     min_delay_ms: int = 1
     max_delay_ms: int = 10
-    drop_rate: float = 0.0
-    duplicate_rate: float = 0.0
+    drop_rate: float = 0.0  # the nemesis raises it for a while
+    duplicate_rate: float = 0.01  # always on: Raft must shrug off duplicates
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_delay_ms <= self.max_delay_ms:

@@ -225,7 +225,7 @@ class SimNode:
         node = self._raft()
         while node.has_ready():
             rd = node.ready()
-            if self.crash_on_next_write and rd.must_sync():
+            if self.crash_on_next_write and (rd.entries or rd.snapshot is not None):
                 self._crash_mid_ready(rd)
                 return
             self._persist(rd)
@@ -238,27 +238,15 @@ class SimNode:
         self._maybe_compact(node)
 
     def _persist(self, rd: Ready) -> None:
-        storage = self.storage
-        if rd.snapshot is not None:
-            storage.apply_snapshot(rd.snapshot)
+        # save() refuses gaps, writes below the snapshot and a commit index
+        # past the end of the log: a core that asks for one fails the run.
+        self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
         if rd.entries:
-            storage.append(rd.entries)
             self._check_appended(rd.entries)
-        if rd.hard_state is not None:
-            storage.set_hard_state(rd.hard_state)
 
     def _crash_mid_ready(self, rd: Ready) -> None:
         """Power fails while this Ready is being written: a prefix survives."""
-        storage = self.storage
-        writes: list[Callable[[], None]] = []
-        if rd.snapshot is not None:
-            snap = rd.snapshot
-            writes.append(lambda: storage.apply_snapshot(snap))
-        for entry in rd.entries:
-            writes.append(lambda e=entry: storage.append((e,)))
-        if rd.hard_state is not None:
-            hs = rd.hard_state
-            writes.append(lambda: storage.set_hard_state(hs))
+        writes = ready_writes(self.storage, rd)
         kept = self.env.rng.randint(0, len(writes))
         for write in writes[:kept]:
             write()
@@ -389,6 +377,21 @@ class SimNode:
             env.stats.leaders_elected += 1
         elif role is Role.CANDIDATE:
             env.stats.campaigns += 1
+
+
+def ready_writes(storage: MemoryStorage, rd: Ready) -> list[Callable[[], None]]:
+    """The storage writes of one Ready, in the order they reach the disk:
+    snapshot, then each entry, then the hard state. A crash keeps a prefix."""
+    writes: list[Callable[[], None]] = []
+    snap = rd.snapshot
+    if snap is not None:
+        writes.append(lambda: storage.apply_snapshot(snap))
+    for entry in rd.entries:
+        writes.append(lambda e=entry: storage.append((e,)))  # type: ignore[misc]
+    hs = rd.hard_state
+    if hs is not None:
+        writes.append(lambda: storage.set_hard_state(hs))
+    return writes
 
 
 def _by_destination(msg: Message) -> str:

@@ -93,7 +93,7 @@ def _simulate(cluster: Cluster) -> None:
     while stable is None:
         if loop.now > healed + cfg.settle_ms:
             raise LivenessViolation(
-                f"no stable leader followed by a majority {cfg.settle_ms} ms after healing "
+                f"no leader followed by every running member {cfg.settle_ms} ms after healing "
                 f"(at {healed}): {_roles(cluster)}"
             )
         loop.run_until(loop.now + cfg.tick_ms)
@@ -107,6 +107,7 @@ def _simulate(cluster: Cluster) -> None:
         loop.run_until(loop.now + cfg.tick_ms)
     _drain_clients(cluster)
     _check_liveness(cluster)
+    _check_caught_up(cluster)
     cluster.final_checks()
     verdict = check_history(cluster.world.history)
     if not verdict.ok:
@@ -136,6 +137,33 @@ def _check_liveness(cluster: Cluster) -> None:
             f"client(s) {', '.join(idle)} completed nothing after healing "
             f"(from {world.strict_after} to {cluster.loop.now})"
         )
+
+
+def _check_caught_up(cluster: Cluster) -> None:
+    """Once clients stop, every running member must apply everything the
+    leader committed within ``settle_ms`` (no follower is left behind)."""
+    loop = cluster.loop
+    deadline = loop.now + cluster.cfg.settle_ms
+    while True:
+        leader = cluster.leader()
+        if leader is None or leader.raft is None:
+            raise LivenessViolation(f"no leader at the end: {_roles(cluster)}")
+        target = leader.raft.commit_index
+        members = leader.raft.conf_state.members()
+        behind = [
+            f"{n.id} applied {n.applied}"
+            for n in cluster.running()
+            if n.id in members and n.applied < target
+        ]
+        if not behind:
+            return
+        if loop.now >= deadline:
+            raise LivenessViolation(
+                f"member(s) still behind the leader's commit index {target} "
+                f"{cluster.cfg.settle_ms} ms after clients stopped: {', '.join(behind)}; "
+                f"{_roles(cluster)}"
+            )
+        loop.run_until(loop.now + cluster.cfg.tick_ms)
 
 
 def _roles(cluster: Cluster) -> str:
