@@ -82,9 +82,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-__all__ = ["CheckResult", "OpKind", "Operation", "check_history"]
+__all__ = ["BUDGET_EXCEEDED", "CheckResult", "OpKind", "Operation", "check_history"]
 
-BUDGET_EXCEEDED = "search budget exceeded"
+BUDGET_EXCEEDED = "search budget exceeded"  # how an inconclusive message starts
 _MAX_LISTED = 8
 
 
