@@ -222,3 +222,53 @@ def test_peer_with_wrong_token_or_cluster_is_refused(make_cluster) -> None:  # t
     _put_anywhere(c, "still-fine", "1")
     st = c.status("n1")
     assert st["voters"] == ["n1", "n2", "n3"] and st["term"] == term_before
+
+
+def test_sigterm_on_leader_hands_over_and_exits_zero(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    c = _up(make_cluster)
+    old = c.leader()
+    _put_anywhere(c, "before-term", "1")
+    assert c.terminate(old) == 0
+    log = c.agents[old].log_path.read_text()
+    assert "handed leadership to" in log, log[-2000:]
+    new = c.leader([i for i in c.agents if i != old])
+    r = c.get(new, "before-term")
+    assert r.status == 200 and r.body["value"] == "1"
+
+
+def test_mutual_tls_for_peers_and_api(make_cluster, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import ssl
+    import urllib.error
+
+    from quorate.testing.pki import write_pki
+
+    pki = write_pki(tmp_path, "ca", ["n1", "n2", "n3", "client"])
+    c = make_cluster(3)
+    for node_id, a in c.agents.items():
+        cert, key = pki.certs[node_id]
+        a.extra += ["--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(pki.ca)]
+    c.start_all()
+    ctx = ssl.create_default_context(cafile=str(pki.ca))
+    ctx.check_hostname = False
+    ctx.load_cert_chain(*map(str, pki.certs["client"]))
+
+    def https(method: str, node: str, path: str, body: object = None):  # type: ignore[no-untyped-def]
+        import json
+        import urllib.request
+
+        req = urllib.request.Request(f"https://127.0.0.1:{c.agents[node].api_port}{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    lead = wait_for("a leader over TLS", lambda: https("GET", "n1", "/v1/status")[1]["leader"])
+    follower = next(i for i in c.agents if i != lead)
+    status, body = wait_for("a write through a follower over TLS",
+                            lambda: (r := https("PUT", follower, "/v1/kv/secure", {"value": "s"}))[0] == 200 and r)
+    assert https("GET", lead, "/v1/kv/secure")[1]["value"] == "s"
+    with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+        http("GET", c.agents["n1"].url + "/v1/status", timeout=5)  # plaintext to the TLS API
