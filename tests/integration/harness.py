@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -113,8 +114,11 @@ class ProcCluster:
                  election_ms: int = 600, heartbeat_ms: int = 60) -> None:
         self.root = root
         ports = free_ports(2 * n)
-        self.extra = list(extra or []) + ["--heartbeat-ms", str(heartbeat_ms),
-                                          "--election-timeout-ms", str(election_ms)]
+        # A cluster id of its own: a port freed by a killed agent may be taken by
+        # another test run's agent, and the handshake must then refuse the link.
+        self.cluster_id = f"test-{secrets.token_hex(4)}"
+        self.extra = ["--cluster-id", self.cluster_id, "--heartbeat-ms", str(heartbeat_ms),
+                      "--election-timeout-ms", str(election_ms), *(extra or [])]
         self.agents = {f"n{i + 1}": Agent(f"n{i + 1}", ports[2 * i], ports[2 * i + 1], root, list(self.extra))
                        for i in range(n)}
         self.bootstrap = ",".join(f"{a.id}={a.peer_addr}" for a in self.agents.values())

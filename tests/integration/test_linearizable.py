@@ -124,4 +124,8 @@ def test_history_under_kill_and_pause_is_linearizable(make_cluster) -> None:  # 
     assert faults, "the nemesis injected nothing"
     assert len(writes_ok) > 20 and len(reads_ok) > 20, "too little completed work to judge"
     verdict = check_history(history)
+    if not verdict.ok:
+        dump = c.root / "history.txt"
+        dump.write_text("\n".join(op.describe() for op in sorted(history, key=lambda o: o.invoke)))
+        print(f"history written to {dump}")
     assert verdict.ok, verdict.message

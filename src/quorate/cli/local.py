@@ -179,8 +179,14 @@ def reap(pid: int) -> bool:
 
 
 def _alive(pid: int, data_dir: Path) -> bool:
-    reap(pid)
-    return is_agent(pid, data_dir)
+    """Our own child is alive until waitpid collects it (its /proc cmdline
+    empties while it exits, before it can be reaped); any other process is
+    alive while /proc still shows this node's agent."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return is_agent(pid, data_dir)
+    return done != pid
 
 
 def stop_nodes(cluster: LocalCluster, timeout: float = 10.0, kill_after: float = 5.0) -> dict[str, str]:
