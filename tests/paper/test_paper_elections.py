@@ -21,17 +21,11 @@ from quorate.raft import (
     Role,
     bootstrap_state,
 )
-from quorate.testing.cluster import Cluster
+from quorate.testing.cluster import Cluster, three
 
 MT = MessageType
 IDS3 = ["n1", "n2", "n3"]
 
-
-def three(**cfg: object) -> Cluster:
-    c = Cluster(IDS3, RaftConfig(**cfg))  # type: ignore[arg-type]
-    c.elect("n1")
-    assert c.leader() == "n1"
-    return c
 
 
 def drain(node: RaftNode) -> list[Message]:

@@ -18,18 +18,12 @@ from quorate.raft import (
     RaftConfig,
     Role,
 )
-from quorate.testing.cluster import Cluster
+from quorate.testing.cluster import Cluster, three
 
 MT = MessageType
 IDS3 = ["n1", "n2", "n3"]
 CC = ConfChangeType
 
-
-def three(**cfg: object) -> Cluster:
-    c = Cluster(IDS3, RaftConfig(**cfg))  # type: ignore[arg-type]
-    c.elect("n1")
-    assert c.leader() == "n1"
-    return c
 
 
 def change(c: Cluster, kind: ConfChangeType, node_id: str, via: str = "n1") -> int:

@@ -6,17 +6,11 @@ from __future__ import annotations
 import pytest
 
 from quorate.raft import Message, MessageType, RaftConfig, Role
-from quorate.testing.cluster import Cluster
+from quorate.testing.cluster import Cluster, three
 
 MT = MessageType
 IDS3 = ["n1", "n2", "n3"]
 
-
-def three(seed: int = 0, **cfg: object) -> Cluster:
-    c = Cluster(IDS3, RaftConfig(**cfg), seed=seed)  # type: ignore[arg-type]
-    c.elect("n1")
-    assert c.leader() == "n1"
-    return c
 
 
 # -- thesis §9.6 pre-vote --------------------------------------------------------------

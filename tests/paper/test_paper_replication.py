@@ -22,17 +22,11 @@ from quorate.raft import (
     Role,
     bootstrap_state,
 )
-from quorate.testing.cluster import Cluster
+from quorate.testing.cluster import Cluster, three
 
 MT = MessageType
 IDS3 = ["n1", "n2", "n3"]
 
-
-def three(seed: int = 0, **cfg: object) -> Cluster:
-    c = Cluster(IDS3, RaftConfig(**cfg), seed=seed)  # type: ignore[arg-type]
-    c.elect("n1")
-    assert c.leader() == "n1"
-    return c
 
 
 def elect_among(c: Cluster, nodes: list[str], limit: int = 300) -> str:

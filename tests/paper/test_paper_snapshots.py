@@ -20,17 +20,11 @@ from quorate.raft import (
     SnapshotMeta,
     bootstrap_state,
 )
-from quorate.testing.cluster import Cluster
+from quorate.testing.cluster import Cluster, three
 
 MT = MessageType
 IDS3 = ["n1", "n2", "n3"]
 
-
-def three(**cfg: object) -> Cluster:
-    c = Cluster(IDS3, RaftConfig(**cfg))  # type: ignore[arg-type]
-    c.elect("n1")
-    assert c.leader() == "n1"
-    return c
 
 
 def lagging_n3(chunk: int, proposals: int = 20) -> tuple[Cluster, int]:

@@ -5,17 +5,11 @@ from __future__ import annotations
 import pytest
 
 from quorate.raft import MessageType, RaftConfig, ReadState, Role, TransferInProgress
-from quorate.testing.cluster import Cluster
+from quorate.testing.cluster import Cluster, three
 
 MT = MessageType
 IDS3 = ["n1", "n2", "n3"]
 
-
-def three(**cfg: object) -> Cluster:
-    c = Cluster(IDS3, RaftConfig(**cfg))  # type: ignore[arg-type]
-    c.elect("n1")
-    assert c.leader() == "n1"
-    return c
 
 
 # -- thesis §3.10 leadership transfer ------------------------------------------------

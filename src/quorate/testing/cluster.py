@@ -479,3 +479,12 @@ def describe_node(c: Cluster, node_id: NodeId) -> str:
     lead = n.leader or "-"
     return (f"{node_id}: {n.role.value} term={n.term} lead={lead} commit={n.commit_index} "
             f"applied={n.applied_index} last={n.last_index}")
+
+
+def three(seed: int = 0, **cfg: object) -> Cluster:
+    """A bootstrapped n1/n2/n3 cluster with n1 elected: the starting point of
+    most paper tests. ``cfg`` goes to RaftConfig."""
+    c = Cluster(["n1", "n2", "n3"], RaftConfig(**cfg), seed=seed)  # type: ignore[arg-type]
+    c.elect("n1")
+    assert c.leader() == "n1"
+    return c
