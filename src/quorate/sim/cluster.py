@@ -37,22 +37,29 @@ class SimConfig:
     clients: ClientSettings = field(default_factory=ClientSettings)
     nemesis: NemesisSettings = field(default_factory=NemesisSettings)
     keep_trace: bool = False
-    # Draw flow-control, batching and snapshot-chunk limits per seed, so the
-    # sweep covers one-entry appends, a window of one, multi-chunk snapshots.
-    vary_raft: bool = True
+    # Draw flow-control, batching, snapshot-chunk limits, heartbeat period
+    # and network delays per seed, so the sweep covers one-entry appends, a
+    # window of one, multi-chunk snapshots, slow and fast networks.
+    vary: bool = True
 
     def raft_config(self, rng: random.Random) -> RaftConfig:
         base = RaftConfig(election_ticks=self.election_ticks, heartbeat_ticks=self.heartbeat_ticks)
-        if not self.vary_raft:
+        if not self.vary:
             return base
         return dataclasses.replace(
             base,
+            heartbeat_ticks=rng.choice((1, 2, 3)),
             max_inflight=rng.choice((1, 4, 64)),
             max_entries_per_append=rng.choice((1, 8, 512)),
             snapshot_chunk_bytes=rng.choice((16, 100, 1 << 20)),
             pre_vote=rng.random() < 0.8,
             check_quorum=rng.random() < 0.8,
         )
+
+    def network_config(self, rng: random.Random) -> NetworkConfig:
+        if not self.vary:
+            return self.network
+        return dataclasses.replace(self.network, max_delay_ms=rng.choice((5, 10, 10, 30)))
 
 
 class Cluster:
@@ -66,12 +73,18 @@ class Cluster:
         self.trace = Trace(keep_lines=cfg.keep_trace)
         self.safety = Safety()
         self.stats = RunStats()
+        variation = random.Random(self.rng.getrandbits(64))
+        raft_cfg = cfg.raft_config(variation)
+        net_cfg = cfg.network_config(variation)
         self.network = Network(
-            self.loop, random.Random(self.rng.getrandbits(64)), cfg.network, self._deliver
+            self.loop, random.Random(self.rng.getrandbits(64)), net_cfg, self._deliver
         )
-        raft_cfg = cfg.raft_config(random.Random(self.rng.getrandbits(64)))
-        settings = NodeSettings(raft_cfg, cfg.tick_ms, cfg.snapshot_every)
-        self.trace.log(0, "sim", f"seed {seed}: {cfg.nodes} nodes, {_describe(raft_cfg)}")
+        jitter = cfg.tick_ms // 5 if cfg.vary else 0
+        settings = NodeSettings(raft_cfg, cfg.tick_ms, cfg.snapshot_every, jitter)
+        self.trace.log(
+            0, "sim", f"seed {seed}: {cfg.nodes} nodes, {_describe(raft_cfg)} "
+            f"delay={net_cfg.min_delay_ms}-{net_cfg.max_delay_ms}ms"
+        )
         self.env = NodeEnv(
             self.loop,
             random.Random(self.rng.getrandbits(64)),
@@ -101,6 +114,16 @@ class Cluster:
         for client in self.clients:
             client.start()
         self.nemesis.start()
+        self.loop.call_later(1000, self._report_network)
+
+    def _report_network(self) -> None:
+        """Once a simulated second: message counts (deliveries are hashed)."""
+        st = self.network.stats
+        self.trace.log(
+            self.loop.now, "net", f"sent={st.sent} delivered={st.delivered} dropped={st.dropped} "
+            f"blocked={st.blocked} duplicated={st.duplicated}"
+        )
+        self.loop.call_later(1000, self._report_network)
 
     def _deliver(self, msg: Message) -> None:
         node = self.nodes.get(msg.to)

@@ -5,8 +5,8 @@ Kinds (selectable, see ``parse_faults``):
 - partition: a symmetric split, a one-way cut, or a bridge (one node sees
   both halves, which cannot see each other); healed after a while.
 - crash: a process dies, either at once or in the middle of its next
-  storage write (a prefix of that Ready persisted, no message sent); it is
-  restarted later from its durable state.
+  write of entries or a snapshot (a prefix of that Ready persisted, no
+  message sent); it is restarted later from its durable state.
 - drop: the network loses a larger share of messages for a while.
 - pause: a process stops (SIGSTOP): no ticks, messages queue up; then resumes.
 - membership: through the leader, add a brand-new node as a learner, promote

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from quorate.kv import ApplyResult, KVStore
 from quorate.raft import RaftNode
@@ -63,7 +63,6 @@ class RunStats:
     conf_changes: int = 0
     applied_entries: int = 0
     max_commit: int = 0
-    role_changes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +70,8 @@ class NodeSettings:
     raft: RaftConfig
     tick_ms: int = 10
     snapshot_every: int = 40
+    # Clocks drift: each node's tick period is tick_ms +- this, drawn once.
+    tick_jitter_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -93,6 +94,8 @@ class SimNode:
         self.id = node_id
         self.storage = storage
         self.env = env
+        jitter = env.settings.tick_jitter_ms
+        self.tick_ms = env.settings.tick_ms + (env.rng.randint(-jitter, jitter) if jitter else 0)
         self.status = Status.CRASHED  # until start()
         self.paused = False
         self.raft: RaftNode | None = None
@@ -132,7 +135,7 @@ class SimNode:
         self.paused = False
         self.incarnation += 1
         self._role, self._term = self.raft.role, self.raft.term
-        phase = env.rng.randrange(env.settings.tick_ms)
+        phase = env.rng.randrange(self.tick_ms)
         env.loop.call_later(phase + 1, self._tick, self.incarnation)
         self.run(lambda: None)
 
@@ -165,7 +168,7 @@ class SimNode:
     def _tick(self, incarnation: int) -> None:
         if incarnation != self.incarnation or not self.alive:
             return
-        self.env.loop.call_later(self.env.settings.tick_ms, self._tick, incarnation)
+        self.env.loop.call_later(self.tick_ms, self._tick, incarnation)
         if not self.paused:
             self.run(self._raft().tick)
 
@@ -294,7 +297,7 @@ class SimNode:
         self.env.safety.images.observe(self.id, index, self.kv.digest())
         self.env.stats.snapshot_installs += 1
         self.env.trace.log(self.env.loop.now, self.id, f"installed snapshot at {index}")
-        self._fire_watches_below(index)
+        self._drop_watches_below(index)
 
     def _apply(self, entries: tuple[Entry, ...]) -> None:
         if not entries:
@@ -316,7 +319,7 @@ class SimNode:
                     on_apply(entry, result)
         self.env.stats.applied_entries += len(entries)
 
-    def _fire_watches_below(self, index: int) -> None:
+    def _drop_watches_below(self, index: int) -> None:
         """Watched indexes swallowed by a snapshot: their outcome is unknown here."""
         for watched in sorted(i for i in self._watches if i <= index):
             del self._watches[watched]

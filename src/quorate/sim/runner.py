@@ -21,6 +21,7 @@ from .checkers import InvariantViolation
 from .cluster import Cluster, SimConfig
 from .linearizability import check_history
 from .nemesis import Fault, format_faults, parse_faults
+from .node import SimNode
 
 
 class LivenessViolation(InvariantViolation):
@@ -88,16 +89,7 @@ def _simulate(cluster: Cluster) -> None:
     cluster.start()
     loop.run_until(cfg.duration_ms)
     cluster.nemesis.stop()
-    healed = loop.now
-    stable = None
-    while stable is None:
-        if loop.now > healed + cfg.settle_ms:
-            raise LivenessViolation(
-                f"no leader followed by every running member {cfg.settle_ms} ms after healing "
-                f"(at {healed}): {_roles(cluster)}"
-            )
-        loop.run_until(loop.now + cfg.tick_ms)
-        stable = cluster.stable_leader()
+    stable = _await_stable_leader(cluster)
     cluster.trace.log(loop.now, "sim", f"stable leader {stable.id} after healing")
     cluster.world.strict_after = loop.now
     deadline = loop.now + cfg.clients.timeout_ms + cfg.liveness_ms
@@ -112,6 +104,32 @@ def _simulate(cluster: Cluster) -> None:
     verdict = check_history(cluster.world.history)
     if not verdict.ok:
         raise InvariantViolation(f"linearizability: {verdict.message}")
+
+
+def _await_stable_leader(cluster: Cluster) -> SimNode:
+    """Within ``settle_ms`` of healing, one leader must be followed by every
+    running member, and stay so for a few election timeouts: without
+    pre-vote, a node whose timer ran down during a partition may still
+    campaign once right after the heal, which Raft allows."""
+    cfg = cluster.cfg
+    loop = cluster.loop
+    healed = loop.now
+    hold = 3 * cfg.election_ticks * cfg.tick_ms
+    held: tuple[str, int] | None = None
+    since = healed
+    while True:
+        if loop.now > healed + cfg.settle_ms:
+            raise LivenessViolation(
+                f"no leader followed by every running member for {hold} ms within "
+                f"{cfg.settle_ms} ms after healing (at {healed}): {_roles(cluster)}"
+            )
+        loop.run_until(loop.now + cfg.tick_ms)
+        leader = cluster.stable_leader()
+        key = None if leader is None or leader.raft is None else (leader.id, leader.raft.term)
+        if key != held:
+            held, since = key, loop.now
+        elif leader is not None and loop.now - since >= hold:
+            return leader
 
 
 def _drain_clients(cluster: Cluster) -> None:
