@@ -56,9 +56,10 @@ def _client(c: ProcCluster, cid: int, stop: threading.Event, out: list[Operation
             method, path, body = "DELETE", f"/v1/kv/{key}", None
         try:
             r = http(method, c.agents[node].url + path, body, timeout=8.0)
-        except OSError:
-            if op.kind is not OpKind.GET:
+        except OSError as exc:
+            if not _never_sent(exc) and op.kind is not OpKind.GET:
                 out.append(op)  # unknown outcome: may have happened
+            stop.wait(0.05)  # the node is down or paused: do not spin on it
             continue
         done = _now()
         result = _result(op, r.status, r.body)
@@ -67,6 +68,12 @@ def _client(c: ProcCluster, cid: int, stop: threading.Event, out: list[Operation
                 out.append(op)
         elif result is not None:
             out.append(Operation(op.client, op.kind, op.key, op.value, op.prev_revision, invoke, done, result))
+
+
+def _never_sent(exc: OSError) -> bool:
+    """A refused connection means the request never reached any node."""
+    reason = getattr(exc, "reason", exc)
+    return isinstance(reason, ConnectionRefusedError)
 
 
 def _result(op: Operation, status: int, body: object) -> tuple | str | None:  # type: ignore[type-arg]

@@ -85,6 +85,7 @@ from dataclasses import dataclass
 __all__ = ["BUDGET_EXCEEDED", "CheckResult", "OpKind", "Operation", "check_history"]
 
 BUDGET_EXCEEDED = "search budget exceeded"  # how an inconclusive message starts
+_TRIES_PER_STATE = 50  # candidate tries allowed per state of the budget
 _MAX_LISTED = 8
 
 
@@ -577,6 +578,9 @@ class _KeySearch:
         self.floors = floors
         self.budget = budget
         self.explored = 0
+        # Candidates tried, redundant or not: bounds the time of a search
+        # whose states are few but whose candidate lists are long.
+        self.tries = 0
         self.known_total = sum(step.known for step in self.steps)
         # Ops with a ceiling, lowest ceiling first, for dead-end pruning.
         bounded = [i for i, step in enumerate(self.steps) if step.ceiling is not None]
@@ -646,6 +650,9 @@ class _KeySearch:
     def _try(self, entries: _EntryList, entry: int, unknown: bool, limit: float) -> bool:
         """Linearize the op at ``entry`` next if that can lead anywhere new."""
         i = entries.op[entry]
+        self.tries += 1
+        if self.tries > _TRIES_PER_STATE * self.budget:
+            raise _OutOfBudget
         if unknown and self._redundant(i):
             return False
         step = self.steps[i]
