@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo sim-demo test sweep bench-election clean
+.PHONY: demo sim-demo test sweep bench bench-quick bench-election clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,20 @@ sweep: $(STAMP)
 	$(PY) -m quorate.sim --nodes 3 --seeds 0-1999 --faults all
 	$(PY) -m quorate.sim --nodes 5 --seeds 0-1999 --faults all
 	$(PY) -m quorate.sim --nodes 7 --seeds 0-499 --faults all
+
+# quorate vs etcd vs PySyncObj on this machine (installs etcd-server with apt
+# when etcd is missing, PySyncObj from PyPI into .venv); prints a table and
+# writes bench/results/<date>-<commit>.json. bench-quick: a short version.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q pysyncobj
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(PY) -m bench
+
+bench-quick: $(BENCH_STAMP)
+	$(PY) -m bench --quick
 
 bench-election: $(STAMP)
 	$(PY) bench/election.py

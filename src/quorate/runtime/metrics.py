@@ -20,10 +20,6 @@ class NodeMetrics:
         self.proposals_failed = Counter("quorate_proposals_failed", "Proposals that timed out or were lost",
                                         ["reason"], registry=r)
         self.leader_changes = Counter("quorate_leader_changes", "Leader changes seen by this node", registry=r)
-        self.leadership_flaps = Counter(
-            "quorate_leadership_flaps",
-            "Leadership gained and lost (or lost and regained) before the consumer saw the first change",
-            registry=r)
         self.commit_latency = Histogram("quorate_commit_latency_seconds", "Proposal to apply, on the leader",
                                         buckets=_LATENCY_BUCKETS, registry=r)
         self.fsync_latency = Histogram("quorate_fsync_latency_seconds", "Storage save (write + fsync) time",
