@@ -225,11 +225,13 @@ class RaftRuntime:
                 await self._maybe_snapshot()
 
     async def _handle_ready(self, rd: Ready) -> None:
+        for m in rd.early_messages():  # a leader's appends overlap its own fsync
+            self._send(m)
         if rd.must_sync():
             t0 = time.perf_counter()
             await self._in_io(self.storage.save, rd.hard_state, rd.entries, rd.snapshot)
             self.metrics.fsync_latency.observe(time.perf_counter() - t0)
-        for m in rd.messages:
+        for m in rd.late_messages():
             self._send(m)
         if rd.snapshot is not None:
             self.sm.restore(rd.snapshot)

@@ -228,11 +228,14 @@ class SimNode:
         node = self._raft()
         while node.has_ready():
             rd = node.ready()
+            # A leader's appends go out in parallel with its own write, so a
+            # crash during that write happens after they were sent.
+            self._send(rd.early_messages())
             if self.crash_on_next_write and (rd.entries or rd.snapshot is not None):
                 self._crash_mid_ready(rd)
                 return
             self._persist(rd)
-            self._send(rd)
+            self._send(rd.late_messages())
             if rd.snapshot is not None:
                 self._install(rd.snapshot)
             self._apply(rd.committed_entries)
@@ -267,13 +270,13 @@ class SimNode:
             lm.observe_append(self.id, entry, prev_term)
             prev_term = entry.term
 
-    def _send(self, rd: Ready) -> None:
-        if not rd.messages:
+    def _send(self, messages: tuple[Message, ...]) -> None:
+        if not messages:
             return
         node = self._raft()
         durability = self.env.safety.durability
         send = self.env.send
-        for msg in sorted(rd.messages, key=_by_destination):
+        for msg in sorted(messages, key=_by_destination):
             mtype = msg.type
             if mtype not in _PRE_VOTE_TYPES:
                 durability.observe_sent_term(self.id, msg.term)
