@@ -9,6 +9,7 @@ tuned with one number.
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +29,33 @@ def parse_hostport(value: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"expected HOST:PORT, got {value!r}")
     return host.strip("[]"), int(port)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds from ``90``, ``90s``, ``1.5m``, ``500ms`` or ``2h``."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration, got {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        m = _DURATION.match(str(value))
+        if not m:
+            raise ValueError(f"expected a duration such as 30s, 5m, 500ms or 1h, got {value!r}")
+        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"a duration must be a finite number of seconds >= 0, got {value!r}")
+    return seconds
+
+
+def default_backup_dir(data_dir: Path) -> Path:
+    """Next to the data dir, never inside it (wiping the data dir must keep
+    the backups): ``/var/lib/quorate/n1`` -> ``/var/lib/quorate/n1-backup``."""
+    resolved = Path(data_dir).resolve()
+    return resolved.with_name(resolved.name + "-backup")
 
 
 def parse_bootstrap(value: str | Mapping[str, str] | None) -> dict[str, str]:
@@ -70,12 +98,23 @@ class AgentConfig(BaseModel):
     tls_ca: Path | None = None
     fsync: bool = True
     max_frame_bytes: int = Field(default=64 << 20, ge=1024)
+    # Backups and recovery mode (DESIGN.md S5, docs/recovery.md).
+    backup_dir: Path | None = None
+    backup_interval_s: float = Field(default=60.0, gt=0)
+    backup_keep: int = Field(default=5, ge=1)
+    accept_rollback: bool = False
+    auto_recover_after_s: float | None = Field(default=None, ge=0)
 
     @field_validator("peer_addr", "api_addr")
     @classmethod
     def _hostport(cls, v: str) -> str:
         parse_hostport(v)
         return v
+
+    @field_validator("backup_interval_s", "auto_recover_after_s", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        return None if v is None or v == "" else parse_duration(v)
 
     @field_validator("bootstrap", mode="before")
     @classmethod
@@ -93,7 +132,18 @@ class AgentConfig(BaseModel):
         tls = [self.tls_cert, self.tls_key, self.tls_ca]
         if any(tls) and not all(tls):
             raise ValueError("TLS needs all of --tls-cert, --tls-key and --tls-ca")
+        data, backup = Path(self.data_dir).resolve(), self.backup_path
+        if backup == data or data in backup.parents or backup in data.parents:
+            raise ValueError(f"--backup-dir {backup} must be separate from --data-dir {data} "
+                             "(neither inside the other): a wiped data dir must leave the backups")
         return self
+
+    @property
+    def backup_path(self) -> Path:
+        """Where local backups go: --backup-dir, else next to the data dir."""
+        if self.backup_dir is not None:
+            return Path(self.backup_dir).resolve()
+        return default_backup_dir(self.data_dir)
 
     # -- derived timing ---------------------------------------------------
 

@@ -40,7 +40,17 @@ class NotCommitted(QuorateError):
 
 
 class RecoveryMode(QuorateError):
+    """The node is in recovery mode (S5): nothing was applied."""
+
     code = "recovery_mode"
+    status = 503
+
+
+class Starting(QuorateError):
+    """The node has not decided yet how to start (it is learning the
+    store's backup counter, S5): nothing was applied; retry."""
+
+    code = "starting"
     status = 503
 
 

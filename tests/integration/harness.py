@@ -92,6 +92,10 @@ class Agent:
         return self.root / self.id / "data"
 
     @property
+    def backup_dir(self) -> Path:
+        return self.root / self.id / "backup"
+
+    @property
     def log_path(self) -> Path:
         return self.root / self.id / "agent.log"
 
@@ -127,7 +131,8 @@ class ProcCluster:
 
     def command(self, a: Agent, *, join: str | None = None, bootstrap: bool = True) -> list[str]:
         cmd = [sys.executable, "-m", "quorate", "agent", "--id", a.id, "--data-dir", str(a.data_dir),
-               "--peer-addr", a.peer_addr, "--api-addr", f"127.0.0.1:{a.api_port}", *a.extra]
+               "--peer-addr", a.peer_addr, "--api-addr", f"127.0.0.1:{a.api_port}",
+               "--backup-dir", str(a.backup_dir), *a.extra]
         if join:
             cmd += ["--join", join]
         elif bootstrap:

@@ -14,7 +14,7 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -89,17 +89,42 @@ async def _read_json(request: web.Request) -> object:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
 
 
+class Gate(Protocol):
+    """What the node's mode (S5: starting, recovery mode) says about
+    requests; see ``quorate.recovery.service``."""
+
+    async def admit(self, request: web.Request) -> None:
+        """Return to serve the request; raise a QuorateError to refuse it."""
+
+    def adjust_status(self, status: dict[str, Any]) -> dict[str, Any]: ...
+
+    def healthy(self) -> bool: ...
+
+
+def _gate_middleware(gate: Gate) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        await gate.admit(request)
+        return await handler(request)
+
+    return middleware
+
+
 class Api:
     def __init__(self, runtime: RaftRuntime, *, api_token: str | None = None,
-                 peer_ssl: Any = None) -> None:
+                 peer_ssl: Any = None, gate: Gate | None = None) -> None:
         self.rt = runtime
         self.api_token = api_token
         self._client_ssl = peer_ssl
+        self.gate = gate
 
     # -- app ------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[_errors, _auth(self.api_token)], client_max_size=MAX_BODY)
+        middlewares = [_errors, _auth(self.api_token)]
+        if self.gate is not None:
+            middlewares.append(_gate_middleware(self.gate))
+        app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
         app.cleanup_ctx.append(self._session_ctx)
         r = app.router
         r.add_get("/v1/status", self.get_status)
@@ -170,10 +195,11 @@ class Api:
     # -- status ---------------------------------------------------------------------
 
     async def get_status(self, request: web.Request) -> web.Response:
-        return _json(views.status(self.rt))
+        st = views.status(self.rt)
+        return _json(self.gate.adjust_status(st) if self.gate is not None else st)
 
     async def get_health(self, request: web.Request) -> web.Response:
-        healthy = views.has_quorum(self.rt)
+        healthy = views.has_quorum(self.rt) and (self.gate is None or self.gate.healthy())
         return _json({"healthy": healthy, "id": self.rt.id, "leader": self.rt.leader_id}, 200 if healthy else 503)
 
     async def get_metrics(self, request: web.Request) -> web.Response:

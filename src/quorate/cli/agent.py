@@ -67,6 +67,23 @@ TlsCaOpt = Annotated[Path | None, _opt("--tls-ca", "CA that signed the peers' ce
 FsyncOpt = Annotated[bool | None, typer.Option(
     "--fsync/--no-fsync", show_default=False,
     help="fsync the log before acknowledging (default on; off only for throwaway test clusters).")]
+BackupDirOpt = Annotated[Path | None, _opt(
+    "--backup-dir", "Where this node keeps local backups of the store; must be outside the data dir, so that "
+    "losing the data dir leaves them (default: next to it, DATA_DIR-backup).", "DIR")]
+BackupIntervalOpt = Annotated[str | None, _opt(
+    "--backup-interval", "Back up at the latest this long after the previous backup, changed or not; a change "
+    "to the store triggers one sooner (default 60s).", "DURATION")]
+BackupKeepOpt = Annotated[int | None, _opt("--backup-keep", "How many local backups to keep, newest first; "
+                                           "orphaned newer backups are never deleted (default 5).", "N")]
+AcceptRollbackOpt = Annotated[bool | None, typer.Option(
+    "--accept-rollback", show_default=False,
+    help="Start even though this node holds a backup newer than the store (the store was rolled back): "
+         "run on the store as it is and keep the newer backups as orphan files. Without it the node refuses "
+         "to start (exit code 3).")]
+AutoRecoverOpt = Annotated[str | None, _opt(
+    "--auto-recover-after", "In recovery mode, restore the backup with the highest counter without waiting "
+    "for `quorate recovery proceed`, once every voter has offered its backup or after this long "
+    "(default: off, the operator decides).", "DURATION")]
 ConfigOpt = Annotated[Path | None, _opt("--config", "TOML file with the same settings (snake_case keys); "
                                         "environment variables and flags override it.", "FILE.toml")]
 LogLevelOpt = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
@@ -79,16 +96,22 @@ def agent(
     timing_multiplier: MultiplierOpt = None, request_timeout: RequestTimeoutOpt = None,
     snapshot_entries: SnapshotOpt = None, peer_token: PeerTokenOpt = None, api_token: ApiTokenOpt = None,
     tls_cert: TlsCertOpt = None, tls_key: TlsKeyOpt = None, tls_ca: TlsCaOpt = None, fsync: FsyncOpt = None,
+    backup_dir: BackupDirOpt = None, backup_interval: BackupIntervalOpt = None, backup_keep: BackupKeepOpt = None,
+    accept_rollback: AcceptRollbackOpt = None, auto_recover_after: AutoRecoverOpt = None,
     config: ConfigOpt = None, log_level: LogLevelOpt = "INFO",
 ) -> None:
-    """Run a quorate manager node until SIGTERM or SIGINT."""
+    """Run a quorate manager node until SIGTERM or SIGINT.
+
+    Exit codes: 0 stopped, 1 could not run, 2 bad settings, 3 refused to start
+    because the store was rolled back (see --accept-rollback)."""
     flags = {
         "id": node_id, "data_dir": data_dir, "peer_addr": peer_addr, "api_addr": api_addr,
         "bootstrap": bootstrap, "join": join, "cluster_id": cluster_id, "heartbeat_ms": heartbeat_ms,
         "election_timeout_ms": election_timeout_ms, "timing_multiplier": timing_multiplier,
         "request_timeout_s": request_timeout, "snapshot_entries": snapshot_entries,
         "peer_token": peer_token, "api_token": api_token, "tls_cert": tls_cert, "tls_key": tls_key,
-        "tls_ca": tls_ca, "fsync": fsync,
+        "tls_ca": tls_ca, "fsync": fsync, "backup_dir": backup_dir, "backup_interval_s": backup_interval,
+        "backup_keep": backup_keep, "accept_rollback": accept_rollback, "auto_recover_after_s": auto_recover_after,
     }
     level = log_level.upper()
     if level not in LOG_LEVELS:

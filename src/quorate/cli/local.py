@@ -85,6 +85,9 @@ class LocalCluster:
     def data_dir(self, node: NodeSpec) -> Path:
         return self.node_dir(node) / "data"
 
+    def backup_dir(self, node: NodeSpec) -> Path:
+        return self.node_dir(node) / "backup"
+
     def log_file(self, node: NodeSpec) -> Path:
         return self.node_dir(node) / "log" / "agent.log"
 
@@ -102,7 +105,7 @@ class LocalCluster:
         return [sys.executable, "-P", "-m", "quorate", "agent", "--id", node.id,
                 "--data-dir", str(self.data_dir(node)), "--peer-addr", f"{self.host}:{node.peer_port}",
                 "--api-addr", f"{self.host}:{node.api_port}", "--bootstrap", bootstrap,
-                "--cluster-id", self.cluster_id]
+                "--cluster-id", self.cluster_id, "--backup-dir", str(self.backup_dir(node))]
 
 
 def _write_atomic(path: Path, text: str) -> None:

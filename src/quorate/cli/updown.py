@@ -77,6 +77,10 @@ def up(
     for endpoint in cluster.endpoints():
         console.print(f"  {endpoint}", highlight=False)
     render.print_cluster(console, statuses)
+    if any(isinstance(st, Status) and st.role == "recovery" for _, st in statuses):
+        console.print("[bold red]the cluster is in recovery mode[/]: its store is empty and the nodes hold "
+                      "backups; see them with `quorate recovery status`, restore one with "
+                      "`quorate recovery proceed`")
 
 
 def _statuses(cluster: LocalCluster) -> list[tuple[str, Status | str]]:
@@ -101,6 +105,8 @@ def _wait_for_leader(cluster: LocalCluster, started: dict[NodeSpec, int],
     while (now := time.monotonic()) < deadline:
         rows = _statuses(cluster)
         leaders = {st.id for _, st in rows if isinstance(st, Status) and st.role == "leader"}
+        if _all_in_recovery(rows):
+            return rows  # no node calls itself leader in recovery mode; the table says what to do
         if leaders:
             settle_by = settle_by or now + SETTLE_S
             if now >= settle_by or all(isinstance(st, Status) and st.leader in leaders for _, st in rows):
@@ -110,6 +116,14 @@ def _wait_for_leader(cluster: LocalCluster, started: dict[NodeSpec, int],
             return None
         time.sleep(0.1)
     return None
+
+
+def _all_in_recovery(rows: list[tuple[str, Status | str]]) -> bool:
+    """Every node answers, in recovery mode, and they agree on a leader."""
+    statuses = [st for _, st in rows if isinstance(st, Status)]
+    leaders = {st.leader for st in statuses}
+    return (len(statuses) == len(rows) and all(st.role == "recovery" for st in statuses)
+            and len(leaders) == 1 and None not in leaders)
 
 
 def _explain_no_leader(cluster: LocalCluster, timeout: float) -> None:

@@ -26,11 +26,22 @@ from .errors import (
     RequestTimeoutError,
     RevisionMismatchError,
     ShuttingDownError,
+    StartingError,
     UnauthorizedError,
     UnavailableError,
     WriteTimeout,
 )
-from .models import Health, KeyValue, ListResult, Member, Status, WatchBatch, WatchEvent
+from .models import (
+    Health,
+    KeyValue,
+    ListResult,
+    Member,
+    RecoveryOffer,
+    RecoveryStatus,
+    Status,
+    WatchBatch,
+    WatchEvent,
+)
 from .sync import Client
 
 __all__ = [
@@ -49,9 +60,12 @@ __all__ = [
     "ProtocolError",
     "QuorateClientError",
     "RecoveryModeError",
+    "RecoveryOffer",
+    "RecoveryStatus",
     "RequestTimeoutError",
     "RevisionMismatchError",
     "ShuttingDownError",
+    "StartingError",
     "Status",
     "UnauthorizedError",
     "UnavailableError",

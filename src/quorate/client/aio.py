@@ -11,7 +11,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 from yarl import URL
@@ -20,7 +20,7 @@ from . import calls
 from .calls import Call, Response
 from .core import ClientCore
 from .errors import QuorateClientError
-from .models import Health, KeyValue, ListResult, Member, Status, WatchBatch, WatchEvent
+from .models import Health, KeyValue, ListResult, Member, RecoveryStatus, Status, WatchBatch, WatchEvent
 from .retry import Failure, Plan, Send, Sleep
 
 T = TypeVar("T")
@@ -109,6 +109,22 @@ class AsyncClient:
 
     async def remove(self, node_id: str) -> None:
         await self._run(calls.remove(node_id))
+
+    async def recovery_status(self, endpoint: str | None = None) -> RecoveryStatus:
+        """Recovery mode: the offers, the suggestion and the state."""
+        return await self._run(calls.recovery_status(endpoint))
+
+    async def recovery_proceed(self, node: str | None = None) -> dict[str, Any]:
+        """Restore ``node``'s backup (None: the suggested one)."""
+        return await self._run(calls.recovery_proceed(node))
+
+    async def backup_save(self) -> bytes:
+        """A fresh backup of the store (the bytes of a backup file)."""
+        return await self._run(calls.backup_save())
+
+    async def backup_restore(self, data: bytes) -> dict[str, Any]:
+        """Make the store's keys equal those of the backup file ``data``."""
+        return await self._run(calls.backup_restore(data))
 
     async def transfer_leader(self, target: str | None = None) -> str | None:
         return await self._run(calls.transfer_leader(target))

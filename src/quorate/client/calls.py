@@ -17,7 +17,16 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import quote, urlencode
 
 from .errors import NotFoundError, ProtocolError, QuorateClientError, error_from_response
-from .models import Health, KeyValue, ListResult, Member, Status, WatchBatch, members_from_json
+from .models import (
+    Health,
+    KeyValue,
+    ListResult,
+    Member,
+    RecoveryStatus,
+    Status,
+    WatchBatch,
+    members_from_json,
+)
 
 T = TypeVar("T")
 
@@ -178,6 +187,34 @@ def transfer_leader(target: str | None = None) -> Call[str | None]:
         return got if isinstance(got, str) else None
 
     return Call(Request("POST", "/v1/leader/transfer", body=_body({"target": target})), decode, False)
+
+
+def recovery_status(endpoint: str | None = None) -> Call[RecoveryStatus]:
+    return Call(Request("GET", "/v1/recovery"), lambda r: RecoveryStatus.from_json(_json(r)), True,
+                endpoint=endpoint)
+
+
+def recovery_proceed(node: str | None = None) -> Call[dict[str, Any]]:
+    """Choose the backup to restore (None: the suggested one). A
+    compare-and-set on the server: only the first choice counts."""
+    return Call(Request("POST", "/v1/recovery/proceed", body=_body({"node": node})), _json, False)
+
+
+#: Seconds a backup download or restore may take beyond the request timeout.
+BACKUP_EXTRA_TIMEOUT = 600.0
+
+
+def backup_save() -> Call[bytes]:
+    """A fresh backup of the store, as the bytes of a backup file."""
+    return Call(Request("GET", "/v1/backup"), lambda r: r.body, True, extra_timeout=BACKUP_EXTRA_TIMEOUT)
+
+
+def backup_restore(data: bytes) -> Call[dict[str, Any]]:
+    """Make the store's keys equal the backup file's ``data``."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise TypeError("a backup is bytes")
+    return Call(Request("POST", "/v1/backup/restore", body=bytes(data)), _json, False,
+                extra_timeout=BACKUP_EXTRA_TIMEOUT)
 
 
 def leader_hint(error: QuorateClientError) -> object:

@@ -106,6 +106,13 @@ class RecoveryModeError(QuorateClientError):
     code = "recovery_mode"
 
 
+class StartingError(QuorateClientError):
+    """The node is still starting (learning the store's backup counter):
+    the request was not applied (safe to retry)."""
+
+    code = "starting"
+
+
 class BadRequestError(QuorateClientError):
     """The server rejected the request as malformed; nothing changed."""
 
@@ -135,11 +142,12 @@ _BY_CODE: dict[str, type[QuorateClientError]] = {
     cls.code: cls
     for cls in (NoLeaderError, ShuttingDownError, NotCommittedError, RequestTimeoutError,
                 RevisionMismatchError, NotFoundError, CompactedError, ConflictError,
-                RecoveryModeError, BadRequestError, UnauthorizedError)
+                RecoveryModeError, StartingError, BadRequestError, UnauthorizedError)
 }
 
 #: Errors that mean "nothing happened, another node (or a moment) may do better".
-RETRYABLE: tuple[type[QuorateClientError], ...] = (NoLeaderError, ShuttingDownError, NotCommittedError)
+RETRYABLE: tuple[type[QuorateClientError], ...] = (NoLeaderError, ShuttingDownError, NotCommittedError,
+                                                   StartingError)
 
 
 def error_from_response(status: int, body: bytes) -> QuorateClientError:

@@ -172,3 +172,40 @@ class Health:
     def from_json(cls, data: Any) -> Health:
         d = _mapping(data, "health")
         return cls(healthy=_get(d, "healthy", bool), raw=d)
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryOffer:
+    """A node's offer in recovery mode: its newest local backup (``counter``
+    None: the node has no backup, it only says it is there)."""
+
+    node: str
+    counter: int | None
+    wall_time: float | None = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> RecoveryOffer:
+        d = _mapping(data, "an offer")
+        wall = _get(d, "wall_time", (int, float, type(None)), None)
+        return cls(node=_get(d, "node", str), counter=_get(d, "counter", (int, type(None)), None),
+                   wall_time=None if wall is None else float(wall))
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryStatus:
+    """``GET /v1/recovery``: ``state`` is waiting | proceeding | complete
+    (or none: no recovery at all); ``suggested`` the node whose backup has
+    the highest counter, while waiting."""
+
+    active: bool
+    state: str
+    offers: tuple[RecoveryOffer, ...]
+    suggested: str | None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Any) -> RecoveryStatus:
+        d = _mapping(data, "a recovery status")
+        offers = tuple(RecoveryOffer.from_json(o) for o in _list(d.get("offers", []), "offers"))
+        return cls(active=_get(d, "active", bool), state=_get(d, "state", str), offers=offers,
+                   suggested=_get(d, "suggested", (str, type(None)), None), raw=d)

@@ -11,14 +11,14 @@ import http.client
 import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from . import calls
 from .calls import Call, Response
 from .core import ClientCore
 from .errors import QuorateClientError
-from .models import Health, KeyValue, ListResult, Member, Status, WatchBatch, WatchEvent
+from .models import Health, KeyValue, ListResult, Member, RecoveryStatus, Status, WatchBatch, WatchEvent
 from .retry import Failure, Plan, Send, Sleep
 
 T = TypeVar("T")
@@ -117,6 +117,22 @@ class Client:
 
     def remove(self, node_id: str) -> None:
         self._run(calls.remove(node_id))
+
+    def recovery_status(self, endpoint: str | None = None) -> RecoveryStatus:
+        """Recovery mode: the offers, the suggestion and the state."""
+        return self._run(calls.recovery_status(endpoint))
+
+    def recovery_proceed(self, node: str | None = None) -> dict[str, Any]:
+        """Restore ``node``'s backup (None: the suggested one)."""
+        return self._run(calls.recovery_proceed(node))
+
+    def backup_save(self) -> bytes:
+        """A fresh backup of the store (the bytes of a backup file)."""
+        return self._run(calls.backup_save())
+
+    def backup_restore(self, data: bytes) -> dict[str, Any]:
+        """Make the store's keys equal those of the backup file ``data``."""
+        return self._run(calls.backup_restore(data))
 
     def transfer_leader(self, target: str | None = None) -> str | None:
         """Hand leadership to ``target`` (None: the most caught-up voter)."""

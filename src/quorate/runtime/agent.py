@@ -1,5 +1,10 @@
 """``quorate agent``: one manager process (storage + transport + runtime + API).
 
+Backups and recovery mode (S5) run beside the runtime: the recovery service
+decides at start whether the node runs normally, enters recovery mode or
+refuses to start (exit code 3, a rolled-back store), gates the API
+accordingly and runs the backup loop (``quorate.recovery``).
+
 Shutdown on SIGTERM or SIGINT is graceful: stop accepting API requests, hand
 leadership to the most caught-up voter if this node leads (bounded wait),
 flush the Ready loop, close storage and sockets, exit 0.
@@ -19,6 +24,7 @@ from aiohttp import web
 from quorate.api.server import Api
 from quorate.config import AgentConfig, parse_hostport
 from quorate.raft import RaftConfig, Role
+from quorate.recovery import EXIT_REFUSED, BackupDir, RecoveryRoutes, RecoveryService, StoreWriter
 from quorate.storage import FileStorage
 from quorate.transport import PeerTransport, make_ssl_contexts
 
@@ -60,6 +66,13 @@ class Agent:
             bootstrap=bootstrap or None, on_members_changed=self._set_peers)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.exit_code = 0
+        self.writer = StoreWriter(self.runtime, api_token=cfg.api_token, ssl_client=self._ssl_client)
+        self.recovery = RecoveryService(
+            self.runtime, self.writer, BackupDir(cfg.backup_path, keep=cfg.backup_keep, fsync=cfg.fsync),
+            cluster_id=cfg.cluster_id, backup_interval_s=cfg.backup_interval_s,
+            accept_rollback=cfg.accept_rollback, auto_recover_after_s=cfg.auto_recover_after_s,
+            on_refuse=self._refuse)
 
     def _on_message(self, msg: object) -> None:
         self.runtime.step(msg)  # type: ignore[arg-type]
@@ -74,8 +87,10 @@ class Agent:
     async def start(self) -> None:
         await self.transport.start()
         await self.runtime.start()
-        api = Api(self.runtime, api_token=self.cfg.api_token, peer_ssl=self._ssl_client)
-        self._runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
+        api = Api(self.runtime, api_token=self.cfg.api_token, peer_ssl=self._ssl_client, gate=self.recovery)
+        app = api.app()
+        RecoveryRoutes(self.recovery).install(app)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         host, port = parse_hostport(self.cfg.api_addr)
         await web.TCPSite(self._runner, host, port, ssl_context=self._ssl_server).start()
@@ -83,6 +98,22 @@ class Agent:
         if self.cfg.join and not self.runtime.node.conf.members():
             self._tasks.append(asyncio.create_task(self._join(self.cfg.join), name="join"))
         self._tasks.append(asyncio.create_task(self._register_addresses(), name="register"))
+        self._tasks.append(asyncio.create_task(self._run_recovery(), name="recovery"))
+        log.info("node=%s local backups in %s", self.cfg.id, self.cfg.backup_path)
+
+    async def _run_recovery(self) -> None:
+        try:
+            await self.recovery.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the node cannot serve safely without it: stop
+            log.critical("node=%s the backup and recovery service failed: %r", self.cfg.id, exc, exc_info=exc)
+            self.exit_code = 1
+            self.request_stop()
+
+    def _refuse(self, reason: str) -> None:
+        self.exit_code = EXIT_REFUSED
+        self.request_stop()
 
     async def _register_addresses(self) -> None:
         """Keep this node's addresses in the replicated member directory: a
@@ -151,6 +182,7 @@ class Agent:
         if self._runner is not None:
             await self._runner.cleanup()  # stop accepting API requests first
         await self._hand_over_leadership()
+        await self.writer.close()
         await self.runtime.stop()
         await self.transport.stop()
         log.info("node=%s stopped", self.cfg.id)
@@ -184,4 +216,4 @@ async def run_agent(cfg: AgentConfig) -> int:
         await agent.wait_stopped()
     finally:
         await agent.shutdown()
-    return 0
+    return agent.exit_code

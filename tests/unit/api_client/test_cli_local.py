@@ -39,7 +39,8 @@ def test_layout_and_agent_command(tmp_path: Path) -> None:
     assert flags == {"--id": "n2", "--data-dir": str(tmp_path / "qc" / "nodes" / "n2" / "data"),
                      "--peer-addr": "127.0.0.1:20002", "--api-addr": "127.0.0.1:20102",
                      "--bootstrap": "n1=127.0.0.1:20001,n2=127.0.0.1:20002,n3=127.0.0.1:20003",
-                     "--cluster-id": c.cluster_id}
+                     "--cluster-id": c.cluster_id,
+                     "--backup-dir": str(tmp_path / "qc" / "nodes" / "n2" / "backup")}
 
 
 def test_up_refuses_busy_ports_and_changes_nothing(tmp_path: Path) -> None:
