@@ -10,7 +10,9 @@ bookkeeping keys of :func:`keys.in_backup` never set it, or the nodes
 would back up each other's counter increments forever), and it is cleared
 when a backup *starts*, so a change that lands while a backup is being
 taken sets it again and the next backup follows (after ``min_gap``
-seconds, which bounds the cost under a steady stream of writes).
+seconds, or 20 times the last backup's duration if that is longer, which
+bounds the cost under a steady stream of writes: the copy of the store runs
+on the event loop).
 
 Changes are found by reading the store's watch history from the revision
 seen last; when that history is gone (compacted, or a snapshot was
@@ -49,6 +51,9 @@ log = logging.getLogger("quorate.recovery")
 
 #: Seconds between two backups when changes keep coming.
 MIN_GAP_S = 1.0
+# Backups of a dirty store are at least this many times their own duration
+# apart (so a store that takes 0.5 s to copy is backed up every 10 s at most).
+LOOP_SHARE_FACTOR = 20
 
 
 class Writer(Protocol):
@@ -115,6 +120,7 @@ class BackupLoop:
         self.cluster_id = cluster_id
         self.interval_s = interval_s
         self.min_gap_s = min_gap_s
+        self._gap = min_gap_s  # grows with the time a backup takes
         self.dirty = dirty
         self._wall_clock = wall_clock
         self._on_written = on_written
@@ -135,6 +141,9 @@ class BackupLoop:
             last_start = loop.time()
             try:
                 await self.backup_once()
+                # Copying the store runs on the event loop: keep backups of a
+                # large store to a small share of the loop's time.
+                self._gap = max(self.min_gap_s, LOOP_SHARE_FACTOR * (loop.time() - last_start))
                 failures = 0
                 self.last_error = None
             except asyncio.CancelledError:
@@ -184,9 +193,9 @@ class BackupLoop:
         while True:
             now = loop.time()
             if self.scan():
-                if now >= last_start + self.min_gap_s:
+                if now >= last_start + self._gap:
                     return
-                await asyncio.sleep(last_start + self.min_gap_s - now)
+                await asyncio.sleep(last_start + self._gap - now)
                 continue
             due = last_start + self.interval_s
             if now >= due:
