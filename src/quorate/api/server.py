@@ -12,7 +12,8 @@ import asyncio
 import hmac
 import json
 import logging
-import uuid
+import itertools
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -111,12 +112,18 @@ def _gate_middleware(gate: Gate) -> Callable[..., Awaitable[web.StreamResponse]]
 
 
 class Api:
+    def _request_id(self) -> str:
+        """Unique per write: this node, a per-process nonce, a counter."""
+        return f"{self.rt.id}-{self._nonce}-{next(self._ids)}"
+
     def __init__(self, runtime: RaftRuntime, *, api_token: str | None = None,
                  peer_ssl: Any = None, gate: Gate | None = None) -> None:
         self.rt = runtime
         self.api_token = api_token
         self._client_ssl = peer_ssl
         self.gate = gate
+        self._nonce = secrets.token_hex(4)
+        self._ids = itertools.count(1)
 
     # -- app ------------------------------------------------------------------
 
@@ -219,7 +226,7 @@ class Api:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BadRequest(f"the body is not valid JSON: {exc}") from None
         body = parse_body(PutBody, parsed)
-        cmd = _build(lambda: Put(request.match_info["key"], body.value, body.prev_revision, uuid.uuid4().hex))
+        cmd = _build(lambda: Put(request.match_info["key"], body.value, body.prev_revision, self._request_id()))
         result = await self._propose(request, cmd, raw)
         if isinstance(result, web.Response):
             return result
@@ -227,7 +234,7 @@ class Api:
 
     async def delete_kv(self, request: web.Request) -> web.Response:
         prev = _int_query(request, "prev_revision")
-        cmd = _build(lambda: Delete(request.match_info["key"], prev, uuid.uuid4().hex))
+        cmd = _build(lambda: Delete(request.match_info["key"], prev, self._request_id()))
         result = await self._propose(request, cmd, None)
         if isinstance(result, web.Response):
             return result

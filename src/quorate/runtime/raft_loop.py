@@ -75,6 +75,22 @@ class _Waiter:
     started: float
 
 
+def _expire(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
+async def _with_timeout(fut: asyncio.Future[Any], timeout: float) -> Any:
+    """Await a future the apply step resolves, failing it after ``timeout``.
+    (A timer on the future itself: cheaper on the hot path than wait_for,
+    which wraps it in a task.)"""
+    handle = asyncio.get_running_loop().call_later(timeout, _expire, fut)
+    try:
+        return await fut
+    finally:
+        handle.cancel()
+
+
 class RaftRuntime:
     def __init__(
         self,
@@ -355,7 +371,7 @@ class RaftRuntime:
         self.metrics.proposals.inc()
         self._wake()
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), self.request_timeout)
+            return await _with_timeout(fut, self.request_timeout)
         except TimeoutError:
             self._writes.pop(index, None)
             self.metrics.proposals_failed.labels("timeout").inc()
@@ -376,10 +392,9 @@ class RaftRuntime:
         self._reads[ctx] = fut
         self._wake()
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), self.request_timeout)
+            return await _with_timeout(fut, self.request_timeout)
         except TimeoutError:
             self._reads.pop(ctx, None)
-            fut.cancel()
             raise RequestTimeout(f"no read index confirmed within {self.request_timeout:g}s") from None
 
     # -- membership -------------------------------------------------------------------
