@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -26,16 +27,31 @@ T = TypeVar("T")
 DEADLINE = 30.0
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_ports(n: int) -> list[int]:
-    """Ports the kernel considers free right now (bound to 0, then closed)."""
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
+    """Free ports *below* the kernel's ephemeral range: a port there can
+    never be handed to some outgoing connection while its agent is down
+    (which would make the agent's restart fail to bind)."""
+    rng = random.SystemRandom()
+    low = max(10_000, _ephemeral_low() - 12_000)
+    high = _ephemeral_low() - 1
+    ports: list[int] = []
+    while len(ports) < n:
+        port = rng.randint(low, high)
+        if port in ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
     return ports
 
 

@@ -25,11 +25,16 @@ from .harness import wait_for  # noqa: E402
 CMD_TIMEOUT = 60.0
 
 
+from .harness import _ephemeral_low  # noqa: E402
+
+
 def free_base_port(nodes: int) -> int:
     """A base port whose peer (base+i) and API (base+100+i) ports are free."""
     rng = random.Random()
     for _ in range(200):
-        base = rng.randrange(20000, 60000)
+        # Below the ephemeral range, so no outgoing connection can hold a port
+        # while the cluster is down between `down` and `up`.
+        base = rng.randrange(10000, _ephemeral_low() - 200)
         ports = [base + i for i in range(nodes)] + [base + 100 + i for i in range(nodes)]
         if not busy_ports("127.0.0.1", ports):
             return base
