@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp import web
 
+from quorate.http_session import new_session
 from quorate.errors import (
     BadRequest,
     CompactedRevision,
@@ -151,7 +152,7 @@ class Api:
 
     async def _session_ctx(self, app: web.Application) -> Any:
         timeout = aiohttp.ClientTimeout(total=self.rt.request_timeout + 2)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with new_session(timeout=timeout) as session:
             self._session = session
             yield
 

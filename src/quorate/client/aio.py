@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import aiohttp
 from yarl import URL
 
+from quorate.http_session import new_session
 from . import calls
 from .calls import Call, Response
 from .core import ClientCore
@@ -157,7 +158,7 @@ class AsyncClient:
     def _session_now(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True)
-            self._session = aiohttp.ClientSession(connector=connector)
+            self._session = new_session(connector=connector)
         return self._session
 
     async def _exchange(self, send: Send) -> Response | Failure:

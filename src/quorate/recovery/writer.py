@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from quorate.http_session import new_session
 from quorate.errors import NoLeader, NotCommitted, QuorateError, RequestTimeout, ShuttingDown
 from quorate.kv import Applied, Delete, NotFound, Put, Rejected, RevisionMismatch, encode_command
 from quorate.runtime.raft_loop import RaftRuntime
@@ -102,7 +103,7 @@ class StoreWriter:
     async def _post(self, leader: str, api_addr: str, data: bytes) -> WriteOutcome:
         if self._session is None:
             timeout = aiohttp.ClientTimeout(total=self.rt.request_timeout + 2)
-            self._session = aiohttp.ClientSession(timeout=timeout)
+            self._session = new_session(timeout=timeout)
         scheme = "https" if self._ssl else "http"
         headers = {FORWARDED: self.rt.id, "Content-Type": "application/octet-stream"}
         if self._token:

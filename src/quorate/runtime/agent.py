@@ -21,6 +21,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from quorate.http_session import new_session
 from quorate.api.server import Api
 from quorate.config import AgentConfig, parse_hostport
 from quorate.raft import RaftConfig, Role
@@ -140,7 +141,7 @@ class Agent:
         scheme = "https" if self._ssl_client else "http"
         headers = {"Authorization": f"Bearer {self.cfg.api_token}"} if self.cfg.api_token else {}
         timeout = aiohttp.ClientTimeout(total=self.cfg.request_timeout_s + 2)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with new_session(timeout=timeout) as session:
             async with session.put(f"{scheme}://{self.cfg.api_addr}/v1/kv/{key}", json={"value": value},
                                    headers=headers, ssl=self._ssl_client) as resp:
                 await resp.read()
@@ -151,7 +152,7 @@ class Agent:
         headers = {"Authorization": f"Bearer {self.cfg.api_token}"} if self.cfg.api_token else {}
         delay = 0.2
         timeout = aiohttp.ClientTimeout(total=self.cfg.request_timeout_s + 2)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with new_session(timeout=timeout) as session:
             while not self._stop.is_set():
                 try:
                     async with session.post(f"{url.rstrip('/')}/v1/members", json=body, headers=headers,
