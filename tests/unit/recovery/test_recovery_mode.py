@@ -17,6 +17,7 @@ from quorate.recovery.backup_file import Backup, BackupDir, BackupHeader
 from quorate.recovery.keys import COMPLETE_KEY, COUNTER_KEY, OFFERS_PREFIX, PROCEED_KEY
 from quorate.recovery.mode import RecoveryRun, recovery_view
 from quorate.recovery.service import Phase, RecoveryService
+from quorate.recovery.startup import Action
 
 WAIT = 10.0
 VOTERS = ["n1", "n2", "n3"]
@@ -130,8 +131,12 @@ def test_recovery_then_normal_mode_with_the_newer_backup_kept_as_an_orphan(tmp_p
         seed_backup(tmp_path, "n1", backup(5, {"a": "older"}))
         seed_backup(tmp_path, "n2", backup(9, {"a": "newer"}, "n2"))
         s1, s2 = service(store, "n1", tmp_path), service(store, "n2", tmp_path)
-        tasks = [asyncio.create_task(s.run()) for s in (s1, s2)]
-        await until(lambda: s1.phase.value is Phase.RECOVERY and s2.phase.value is Phase.RECOVERY)
+        # One after the other, so each decision is known: n1 finds only its own
+        # backup (case 3); n2 then finds a recovery under way and joins it.
+        tasks = [asyncio.create_task(s1.run())]
+        await until(lambda: s1.phase.value is Phase.RECOVERY)
+        tasks.append(asyncio.create_task(s2.run()))
+        await until(lambda: s2.phase.value is Phase.RECOVERY)
         await until(lambda: len(recovery_view(s1.rt).offers) == 2)
         store.put(PROCEED_KEY, "n1")  # the operator picks the older one
         await until(lambda: s1.phase.value is Phase.NORMAL and s2.phase.value is Phase.NORMAL)
@@ -142,6 +147,7 @@ def test_recovery_then_normal_mode_with_the_newer_backup_kept_as_an_orphan(tmp_p
         await until(lambda: s1.backups.entries()[-1][0] > 5 and s2.backups.entries())
         assert s2.backups.newest().items() == [("a", "older")]  # type: ignore[union-attr]
         assert s1.decision is not None and s1.decision.case == 3
+        assert s2.decision is not None and s2.decision.action is Action.RECOVERY
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
