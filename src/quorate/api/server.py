@@ -84,13 +84,6 @@ def _auth(token: str | None) -> Callable[..., Awaitable[web.StreamResponse]]:
     return middleware
 
 
-async def _read_json(request: web.Request) -> object:
-    try:
-        return await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
-
-
 class Gate(Protocol):
     """What the node's mode (S5: starting, recovery mode) says about
     requests; see ``quorate.recovery.service``."""
@@ -222,11 +215,7 @@ class Api:
 
     async def put_kv(self, request: web.Request) -> web.Response:
         raw = await request.read()
-        try:
-            parsed = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BadRequest(f"the body is not valid JSON: {exc}") from None
-        body = parse_body(PutBody, parsed)
+        body = parse_body(PutBody, _loads(raw))
         cmd = _build(lambda: Put(request.match_info["key"], body.value, body.prev_revision, self._request_id()))
         result = await self._propose(request, cmd, raw)
         if isinstance(result, web.Response):
