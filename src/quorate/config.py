@@ -104,6 +104,10 @@ class AgentConfig(BaseModel):
     backup_keep: int = Field(default=5, ge=1)
     accept_rollback: bool = False
     auto_recover_after_s: float | None = Field(default=None, ge=0)
+    # The manager (groups and instances, docs/manager.md).
+    provider_dir: Path | None = None
+    reconcile_interval_s: float = Field(default=1.0, gt=0)
+    provider_timeout_s: float = Field(default=15.0, gt=0)
 
     @field_validator("peer_addr", "api_addr")
     @classmethod
@@ -111,7 +115,8 @@ class AgentConfig(BaseModel):
         parse_hostport(v)
         return v
 
-    @field_validator("backup_interval_s", "auto_recover_after_s", mode="before")
+    @field_validator("backup_interval_s", "auto_recover_after_s", "reconcile_interval_s", "provider_timeout_s",
+                     mode="before")
     @classmethod
     def _duration(cls, v: Any) -> Any:
         return None if v is None or v == "" else parse_duration(v)
@@ -144,6 +149,15 @@ class AgentConfig(BaseModel):
         if self.backup_dir is not None:
             return Path(self.backup_dir).resolve()
         return default_backup_dir(self.data_dir)
+
+    @property
+    def provider_path(self) -> Path:
+        """The process provider's state (instance records, logs): shared by
+        every manager on a host; default next to the data dir."""
+        if self.provider_dir is not None:
+            return Path(self.provider_dir).resolve()
+        resolved = Path(self.data_dir).resolve()
+        return resolved.with_name(resolved.name + "-instances")
 
     # -- derived timing ---------------------------------------------------
 

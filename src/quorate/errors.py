@@ -84,3 +84,11 @@ class Conflict(QuorateError):
 class ShuttingDown(QuorateError):
     code = "shutting_down"
     status = 503
+
+
+class NoManager(QuorateError):
+    """The node runs no manager (or its provider failed): it cannot say
+    which instances exist. Nothing was changed."""
+
+    code = "no_manager"
+    status = 503

@@ -15,7 +15,7 @@ import logging
 import itertools
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -38,6 +38,9 @@ from quorate.runtime.raft_loop import RaftRuntime
 from quorate.runtime.state_machine import MemberInfo
 
 from .schemas import JoinBody, PutBody, TransferBody, parse_body
+
+if TYPE_CHECKING:
+    from .groups import ManagerView
 
 log = logging.getLogger("quorate.api")
 
@@ -111,8 +114,9 @@ class Api:
         return f"{self.rt.id}-{self._nonce}-{next(self._ids)}"
 
     def __init__(self, runtime: RaftRuntime, *, api_token: str | None = None,
-                 peer_ssl: Any = None, gate: Gate | None = None) -> None:
+                 peer_ssl: Any = None, gate: Gate | None = None, manager: ManagerView | None = None) -> None:
         self.rt = runtime
+        self.manager = manager
         self.api_token = api_token
         self._client_ssl = peer_ssl
         self.gate = gate
@@ -141,6 +145,9 @@ class Api:
         r.add_post("/v1/members/{id}/promote", self.promote)
         r.add_delete("/v1/members/{id}", self.remove_member)
         r.add_post("/v1/leader/transfer", self.transfer)
+        from .groups import GroupRoutes  # it builds on this module's helpers
+
+        GroupRoutes(self, self.manager).install(app)
         return app
 
     async def _session_ctx(self, app: web.Application) -> Any:

@@ -84,6 +84,18 @@ AutoRecoverOpt = Annotated[str | None, _opt(
     "--auto-recover-after", "In recovery mode, restore the backup with the highest counter without waiting "
     "for `quorate recovery proceed`, once every voter has offered its backup or after this long "
     "(default: off, the operator decides).", "DURATION")]
+ProviderDirOpt = Annotated[Path | None, _opt(
+    "--provider-dir", "State of the process provider (instance records and logs). Every manager on a host "
+    "must use the same directory, so a new leader finds and adopts what its predecessors started "
+    "(default: next to the data dir, DATA_DIR-instances).", "DIR")]
+ReconcileOpt = Annotated[str | None, _opt(
+    "--reconcile-interval", "How often the leader reconciles the groups toward their specs (default 1s).",
+    "DURATION")]
+ProviderTimeoutOpt = Annotated[str | None, _opt(
+    "--provider-timeout", "Longest a provider call (create, destroy, list) may take before the cycle gives "
+    "up on it (default 15s).", "DURATION")]
+LogFileOpt = Annotated[Path | None, _opt("--log-file", "Append the log to this file instead of stderr.",
+                                         "FILE")]
 ConfigOpt = Annotated[Path | None, _opt("--config", "TOML file with the same settings (snake_case keys); "
                                         "environment variables and flags override it.", "FILE.toml")]
 LogLevelOpt = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
@@ -98,6 +110,8 @@ def agent(
     tls_cert: TlsCertOpt = None, tls_key: TlsKeyOpt = None, tls_ca: TlsCaOpt = None, fsync: FsyncOpt = None,
     backup_dir: BackupDirOpt = None, backup_interval: BackupIntervalOpt = None, backup_keep: BackupKeepOpt = None,
     accept_rollback: AcceptRollbackOpt = None, auto_recover_after: AutoRecoverOpt = None,
+    provider_dir: ProviderDirOpt = None, reconcile_interval: ReconcileOpt = None,
+    provider_timeout: ProviderTimeoutOpt = None, log_file: LogFileOpt = None,
     config: ConfigOpt = None, log_level: LogLevelOpt = "INFO",
 ) -> None:
     """Run a quorate manager node until SIGTERM or SIGINT.
@@ -112,6 +126,8 @@ def agent(
         "peer_token": peer_token, "api_token": api_token, "tls_cert": tls_cert, "tls_key": tls_key,
         "tls_ca": tls_ca, "fsync": fsync, "backup_dir": backup_dir, "backup_interval_s": backup_interval,
         "backup_keep": backup_keep, "accept_rollback": accept_rollback, "auto_recover_after_s": auto_recover_after,
+        "provider_dir": provider_dir, "reconcile_interval_s": reconcile_interval,
+        "provider_timeout_s": provider_timeout,
     }
     level = log_level.upper()
     if level not in LOG_LEVELS:
@@ -120,7 +136,15 @@ def agent(
         cfg = load_config(flags, config_file=config, env=os.environ)
     except ConfigError as exc:
         raise fail(str(exc), code=2) from None
-    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
+    if log_file is not None:
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            handler: logging.Handler = logging.FileHandler(log_file)
+        except OSError as exc:
+            raise fail(f"cannot open --log-file {log_file}: {exc}", code=2) from None
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    logging.basicConfig(level=level, format=LOG_FORMAT, handlers=[handler], force=True)
     try:
         from quorate.runtime.agent import run_agent
     except ImportError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import backup, kv, members, recovery
+from . import backup, groups, kv, members, recovery
 from .agent import agent
 from .demo import demo
 from .status import status
@@ -22,6 +22,8 @@ app.command("agent")(agent)
 app.command("status")(status)
 app.add_typer(members.app, name="members")
 app.add_typer(kv.app, name="kv")
+app.add_typer(groups.app, name="group")
+app.add_typer(groups.instances_app, name="instances")
 app.add_typer(recovery.app, name="recovery")
 app.add_typer(backup.app, name="backup")
 app.command("up")(up)

@@ -127,6 +127,24 @@ class AsyncClient:
         """Make the store's keys equal those of the backup file ``data``."""
         return await self._run(calls.backup_restore(data))
 
+    async def apply_group(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Store a group spec → ``{"group", "revision", "spec_hash"}``."""
+        return await self._run(calls.apply_group(spec))
+
+    async def list_groups(self) -> list[dict[str, Any]]:
+        return await self._run(calls.list_groups())
+
+    async def get_group(self, group_id: str) -> dict[str, Any]:
+        """The spec, its slots and the controller's last cycle (``status``)."""
+        return await self._run(calls.get_group(group_id))
+
+    async def delete_group(self, group_id: str) -> dict[str, Any]:
+        return await self._run(calls.delete_group(group_id))
+
+    async def list_instances(self, group: str | None = None) -> list[dict[str, Any]]:
+        """The instances the leader's providers see (every group when None)."""
+        return await self._run(calls.list_instances(group))
+
     async def transfer_leader(self, target: str | None = None) -> str | None:
         return await self._run(calls.transfer_leader(target))
 

@@ -166,10 +166,15 @@ def join(node_id: str, peer_addr: str, api_addr: str) -> Call[tuple[Member, ...]
     return Call(Request("POST", "/v1/members", body=body), lambda r: members_from_json(_json(r)), False)
 
 
+def _item_path(collection: str, item_id: str, suffix: str = "") -> str:
+    """``/v1/<collection>/<id>``; the id is one quoted path segment."""
+    if not item_id:
+        raise ValueError(f"an id in /v1/{collection} must not be empty")
+    return f"/v1/{collection}/" + quote(item_id, safe="") + suffix
+
+
 def _member_path(node_id: str, suffix: str = "") -> str:
-    if not node_id:
-        raise ValueError("a member id must not be empty")
-    return "/v1/members/" + quote(node_id, safe="") + suffix
+    return _item_path("members", node_id, suffix)
 
 
 def promote(node_id: str) -> Call[None]:
@@ -215,6 +220,61 @@ def backup_restore(data: bytes) -> Call[dict[str, Any]]:
         raise TypeError("a backup is bytes")
     return Call(Request("POST", "/v1/backup/restore", body=bytes(data)), _json, False,
                 extra_timeout=BACKUP_EXTRA_TIMEOUT)
+
+
+def _object(resp: Response) -> dict[str, Any]:
+    data = _json(resp)
+    if not isinstance(data, dict):
+        raise ProtocolError(f"expected a JSON object, got {data!r:.80}")
+    return data
+
+
+def _object_list(resp: Response) -> list[dict[str, Any]]:
+    """Decode a bare JSON list of objects."""
+    items = _json(resp)
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise ProtocolError("answer is not a list of objects")
+    return items
+
+
+def _items(name: str) -> Callable[[Response], list[dict[str, Any]]]:
+    """Decode ``{name: [objects...]}`` to the list."""
+    def decode(resp: Response) -> list[dict[str, Any]]:
+        items = _object(resp).get(name)
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise ProtocolError(f"answer lacks a list of objects {name!r}")
+        return items
+
+    return decode
+
+
+def apply_group(spec: dict[str, Any]) -> Call[dict[str, Any]]:
+    """Store a group spec (validated by the server) → ``{"group",
+    "revision", "spec_hash"}``. Without an ``id`` the server names the field."""
+    if not isinstance(spec, dict):
+        raise TypeError("a group spec is a dict")
+    group = spec.get("id")
+    if isinstance(group, str) and group:
+        return Call(Request("PUT", _item_path("groups", group), body=_body(spec)), _object, False)
+    return Call(Request("POST", "/v1/groups", body=_body(spec)), _object, False)
+
+
+def list_groups() -> Call[list[dict[str, Any]]]:
+    return Call(Request("GET", "/v1/groups"), _items("groups"), True)
+
+
+def get_group(group_id: str) -> Call[dict[str, Any]]:
+    """``{"spec", "revision", "spec_hash", "slots", "status"}``."""
+    return Call(Request("GET", _item_path("groups", group_id)), _object, True)
+
+
+def delete_group(group_id: str) -> Call[dict[str, Any]]:
+    return Call(Request("DELETE", _item_path("groups", group_id)), _object, False)
+
+
+def list_instances(group: str | None = None) -> Call[list[dict[str, Any]]]:
+    query = (("group", group),) if group else ()
+    return Call(Request("GET", "/v1/instances", query), _object_list, True)
 
 
 def leader_hint(error: QuorateClientError) -> object:

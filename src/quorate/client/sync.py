@@ -134,6 +134,24 @@ class Client:
         """Make the store's keys equal those of the backup file ``data``."""
         return self._run(calls.backup_restore(data))
 
+    def apply_group(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Store a group spec → ``{"group", "revision", "spec_hash"}``."""
+        return self._run(calls.apply_group(spec))
+
+    def list_groups(self) -> list[dict[str, Any]]:
+        return self._run(calls.list_groups())
+
+    def get_group(self, group_id: str) -> dict[str, Any]:
+        """The spec, its slots and the controller's last cycle (``status``)."""
+        return self._run(calls.get_group(group_id))
+
+    def delete_group(self, group_id: str) -> dict[str, Any]:
+        return self._run(calls.delete_group(group_id))
+
+    def list_instances(self, group: str | None = None) -> list[dict[str, Any]]:
+        """The instances the leader's providers see (every group when None)."""
+        return self._run(calls.list_instances(group))
+
     def transfer_leader(self, target: str | None = None) -> str | None:
         """Hand leadership to ``target`` (None: the most caught-up voter)."""
         return self._run(calls.transfer_leader(target))

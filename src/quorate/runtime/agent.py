@@ -31,6 +31,8 @@ from quorate.transport import PeerTransport, make_ssl_contexts
 
 from quorate.kv import Put, encode_command
 
+from quorate.manager.controller import Manager, ManagerSettings
+
 from .raft_loop import RaftRuntime
 from .state_machine import MEMBER_PREFIX, MemberInfo
 
@@ -74,6 +76,11 @@ class Agent:
             cluster_id=cfg.cluster_id, backup_interval_s=cfg.backup_interval_s,
             accept_rollback=cfg.accept_rollback, auto_recover_after_s=cfg.auto_recover_after_s,
             on_refuse=self._refuse)
+        self.manager = Manager(self.runtime, ManagerSettings(
+            provider_dir=cfg.provider_path, interval_s=cfg.reconcile_interval_s,
+            call_timeout_s=cfg.provider_timeout_s, barrier_timeout_s=max(2 * cfg.request_timeout_s, 5.0),
+            cluster_id=cfg.cluster_id, api_scheme="https" if self._ssl_client else "http"),
+            may_run=self.recovery.healthy)
 
     def _on_message(self, msg: object) -> None:
         self.runtime.step(msg)  # type: ignore[arg-type]
@@ -88,7 +95,8 @@ class Agent:
     async def start(self) -> None:
         await self.transport.start()
         await self.runtime.start()
-        api = Api(self.runtime, api_token=self.cfg.api_token, peer_ssl=self._ssl_client, gate=self.recovery)
+        api = Api(self.runtime, api_token=self.cfg.api_token, peer_ssl=self._ssl_client, gate=self.recovery,
+                  manager=self.manager)
         app = api.app()
         RecoveryRoutes(self.recovery).install(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -100,6 +108,7 @@ class Agent:
             self._tasks.append(asyncio.create_task(self._join(self.cfg.join), name="join"))
         self._tasks.append(asyncio.create_task(self._register_addresses(), name="register"))
         self._tasks.append(asyncio.create_task(self._run_recovery(), name="recovery"))
+        self._tasks.append(asyncio.create_task(self.manager.run(), name="manager"))
         log.info("node=%s local backups in %s", self.cfg.id, self.cfg.backup_path)
 
     async def _run_recovery(self) -> None:
@@ -146,14 +155,19 @@ class Agent:
                                    headers=headers, ssl=self._ssl_client) as resp:
                 await resp.read()
 
-    async def _join(self, url: str) -> None:
-        """Ask a running cluster to add this node as a learner (retrying)."""
+    async def _join(self, urls: str) -> None:
+        """Ask a running cluster to add this node as a learner, through each
+        of the comma-separated API URLs in turn (retrying)."""
         body = {"id": self.cfg.id, "peer_addr": self.cfg.peer_addr, "api_addr": self.cfg.api_addr}
         headers = {"Authorization": f"Bearer {self.cfg.api_token}"} if self.cfg.api_token else {}
         delay = 0.2
         timeout = aiohttp.ClientTimeout(total=self.cfg.request_timeout_s + 2)
+        candidates = [u.strip() for u in urls.split(",") if u.strip()]
+        attempt = 0
         async with new_session(timeout=timeout) as session:
             while not self._stop.is_set():
+                url = candidates[attempt % len(candidates)]
+                attempt += 1
                 try:
                     async with session.post(f"{url.rstrip('/')}/v1/members", json=body, headers=headers,
                                             ssl=self._ssl_client) as resp:
@@ -180,6 +194,7 @@ class Agent:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.manager.close()  # controllers stop before leadership is handed over
         if self._runner is not None:
             await self._runner.cleanup()  # stop accepting API requests first
         await self._hand_over_leadership()

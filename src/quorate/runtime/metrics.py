@@ -28,5 +28,15 @@ class NodeMetrics:
         self.snapshots_installed = Counter("quorate_snapshots_installed", "Snapshots installed from the leader",
                                            registry=r)
 
+        self.leadership_flaps = Counter(
+            "quorate_leadership_flaps", "Times this node lost leadership soon after gaining it (seed 003)",
+            registry=r)
+        self.controllers_running = Gauge("quorate_controllers_running",
+                                         "1 while this node's group controllers run (leader only)", registry=r)
+        self.reconcile_cycles = Counter("quorate_reconcile_cycles", "Reconcile cycles run by this node",
+                                        registry=r)
+        self.reconcile_actions = Counter("quorate_reconcile_actions", "Reconcile actions executed",
+                                         ["kind", "outcome"], registry=r)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

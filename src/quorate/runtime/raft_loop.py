@@ -137,6 +137,9 @@ class RaftRuntime:
         self._closing = False
         self._fatal: BaseException | None = None
         self._last_snapshot_index = 0
+        self._leader_since: float | None = None
+        # Losing leadership sooner than this after gaining it counts as a flap.
+        self.flap_window_s = max(30.0, 30 * election_timeout_s)
         self.node: RaftNode  # set in start()
 
     # -- life cycle -----------------------------------------------------------
@@ -301,10 +304,18 @@ class RaftRuntime:
         if now.leader != prev.leader:
             self.metrics.leader_changes.inc()
         self.leadership.set(now)
+        if now.is_leader and not prev.is_leader:
+            self._leader_since = time.monotonic()
         if prev.is_leader and not now.is_leader:
             # Uncommitted proposals may still commit under the next leader;
             # their waiters keep waiting (bounded by the request timeout).
-            log.info("node=%s term=%d lost leadership", self.id, self.node.term)
+            held = time.monotonic() - (self._leader_since or 0.0)
+            if held < self.flap_window_s:
+                self.metrics.leadership_flaps.inc()
+                log.warning("node=%s term=%d leadership flap: lost leadership %.2fs after gaining it",
+                            self.id, self.node.term, held)
+            else:
+                log.info("node=%s term=%d lost leadership after %.0fs", self.id, self.node.term, held)
 
     async def _maybe_snapshot(self) -> None:
         applied = self.node.applied_index
