@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from .harness import ProcCluster
+from .localup import LocalUp
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -34,3 +35,23 @@ def make_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cal
         c.stop_all()
         if failed is not None and failed.failed:
             print(c.logs())
+
+
+@pytest.fixture
+def local_up(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., LocalUp]]:
+    """Clusters made with the real `quorate up`; `quorate down` after the
+    test (which also stops every instance), logs printed on failure."""
+    made: list[LocalUp] = []
+
+    def make(managers: int = 3) -> LocalUp:
+        lu = LocalUp(tmp_path / f"qc{len(made)}", managers)
+        made.append(lu)
+        return lu
+
+    yield make
+    failed = getattr(request.node, "rep_call", None)
+    for lu in made:
+        if failed is not None and failed.failed:
+            print(lu.logs())
+        if lu.dir.exists():
+            lu.down()

@@ -151,7 +151,18 @@ def _print_slots(console: Console, slots: Sequence[Mapping[str, Any]]) -> None:
     console.print(table)
 
 
-_STATUS_SHOWN = {"cycle", "finished_at", "duration_ms", "summary", "actions", "notes"}
+_STATUS_SHOWN = {"cycle", "finished_at", "duration_ms", "summary", "actions", "notes", "last_change"}
+
+
+def _print_actions(console: Console, title: str, actions: list[Mapping[str, Any]]) -> None:
+    table = Table(title=title, title_justify="left")
+    for name in ("kind", "slot", "instance", "reason", "outcome"):
+        table.add_column(name)
+    for a in actions:
+        outcome = _cell(a.get("outcome")) + (f": [red]{escape(str(a['error']))}[/]" if a.get("error") else "")
+        table.add_row(_cell(a.get("kind")), _cell(a.get("slot")), _cell(a.get("instance_id")),
+                      _cell(a.get("reason")), outcome)
+    console.print(table)
 
 
 def _print_status(console: Console, status: Mapping[str, Any] | None) -> None:
@@ -167,18 +178,17 @@ def _print_status(console: Console, status: Mapping[str, Any] | None) -> None:
         console.print(escape(str(status["summary"])))
     actions = [a for a in status.get("actions") or [] if isinstance(a, Mapping)]
     if actions:
-        table = Table(title="actions", title_justify="left")
-        for name in ("kind", "slot", "instance", "reason", "outcome"):
-            table.add_column(name)
-        for a in actions:
-            outcome = _cell(a.get("outcome")) + (f": [red]{escape(str(a['error']))}[/]" if a.get("error") else "")
-            table.add_row(_cell(a.get("kind")), _cell(a.get("slot")), _cell(a.get("instance_id")),
-                          _cell(a.get("reason")), outcome)
-        console.print(table)
+        _print_actions(console, "actions", actions)
     else:
         console.print("actions: none")
     for note in status.get("notes") or []:
         console.print(f"note: {escape(str(note))}")
+    change = status.get("last_change")
+    if isinstance(change, Mapping) and change.get("cycle") != status.get("cycle"):
+        done = change.get("finished_at")
+        title = (f"last change: cycle {_cell(change.get('cycle'))}, "
+                 f"{when(done) if isinstance(done, (int, float)) else '-'}")
+        _print_actions(console, title, [a for a in change.get("actions") or [] if isinstance(a, Mapping)])
     for key in sorted(set(status) - _STATUS_SHOWN):
         console.print(f"{escape(str(key))}: {_cell(status[key])}")
 

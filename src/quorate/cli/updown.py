@@ -10,26 +10,28 @@ import typer
 from rich.markup import escape
 
 from quorate.client import Client, QuorateClientError, Status
+from quorate.manager.plan import parse_incarnation
+from quorate.manager.spec import SpecError, member_id
+from quorate.providers.base import InstanceState
 
 from . import render
 from .common import DEFAULT_LOCAL_DIR, fail, print_error, stdout
+from .groups import print_instances
 from .local import (
     LocalCluster,
     LocalClusterError,
-    NodeSpec,
-    busy_ports,
+    load_worker_specs,
     log_tail,
-    reap,
-    running_pid,
-    start_node,
-    stop_nodes,
+    manager_instances,
+    start_managers,
+    stop_cluster,
 )
 
 #: After a leader appears, how long to wait for every node to know it.
 SETTLE_S = 3.0
 
 DirOpt = Annotated[Path, typer.Option("--dir", help="Directory of the local cluster (its config, data, "
-                                      "logs and pid files).")]
+                                      "logs and instance records).")]
 
 
 def up(
@@ -38,49 +40,72 @@ def up(
                                               help="Number of manager nodes (default 3).")] = None,
     base_port: Annotated[int | None, typer.Option(
         "--base-port", show_default=False,
-        help="Peer ports are BASE, BASE+1, ...; API ports BASE+100, ... (default 7001).")] = None,
-    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for a leader.")] = 30.0,
+        help="Manager peer ports are BASE, BASE+1, ...; API ports BASE+100, ...; the demo workers "
+             "BASE+200, ... (default 7001).")] = None,
+    spec: Annotated[Path | None, typer.Option(
+        "--spec", show_default=False,
+        help="YAML/JSON file with the worker groups to run (default: the embedded demo group 'workers', "
+             "two web servers). Applied on every up when given; the default only on the first.")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for a leader, and "
+                                           "again for every manager to be a voter.")] = 60.0,
 ) -> None:
-    """Start a local cluster in the background; return once it has a leader.
+    """Start a local cluster in the background; return once it has a leader
+    and its managers are voters.
 
-    Each node keeps its files under DIR/nodes/<id>/ (data, backup, log) and
-    the API URLs are written to DIR/endpoints. On an existing --dir, restart
-    the same cluster (same ids, ports and data); running nodes are left alone."""
+    The first manager bootstraps the cluster; the managers group (n1..nN)
+    and the worker groups are applied, and the leader starts the other
+    managers and the workers itself. On an existing --dir, the managers that
+    `quorate down` stopped are restarted in place, with their data."""
     try:
         cluster = LocalCluster.load(directory)
         if cluster is None:
             cluster = LocalCluster.new(directory, nodes or 3, base_port or 7001)
-        elif (nodes or len(cluster.nodes)) != len(cluster.nodes) or \
-                (base_port or cluster.nodes[0].peer_port) != cluster.nodes[0].peer_port:
-            stdout().print(f"[yellow]{escape(str(directory))} holds a {len(cluster.nodes)}-node cluster from "
-                           f"port {cluster.nodes[0].peer_port}; --nodes and --base-port are ignored[/]")
-    except LocalClusterError as exc:
-        raise fail(str(exc), code=2) from None
-    to_start = [n for n in cluster.nodes if running_pid(cluster, n) is None]
-    ports = [p for n in to_start for p in (n.peer_port, n.api_port)]
-    busy = busy_ports(cluster.host, ports)
-    if busy:
-        raise fail(f"ports already in use on {cluster.host}: {', '.join(map(str, busy))}; "
-                   "stop what holds them or choose another --base-port (or --dir)")
+        elif (nodes or cluster.managers) != cluster.managers or (base_port or cluster.base_port) != cluster.base_port:
+            stdout().print(f"[yellow]{escape(str(directory))} holds a {cluster.managers}-manager cluster from "
+                           f"port {cluster.base_port}; --nodes and --base-port are ignored[/]")
+        workers = load_worker_specs(spec) if spec is not None else cluster.default_worker_specs()
+    except (LocalClusterError, SpecError) as exc:
+        raise fail(f"{exc}; nothing was started", code=2) from None
     cluster.save()
-    pids = {n: start_node(cluster, n) for n in to_start}
-    for node in cluster.nodes:
-        if node not in pids:
-            stdout().print(f"{node.id} already running")
-    statuses = _wait_for_leader(cluster, pids, timeout)
+    console = stdout()
+    try:
+        started = start_managers(cluster)
+    except (LocalClusterError, OSError) as exc:
+        raise fail(str(exc)) from None
+    for slot, what in started.items():
+        console.print(f"{slot}: {what}", highlight=False)
+    statuses = _wait_for_leader(cluster, timeout)
     if statuses is None:
         _explain_no_leader(cluster, timeout)
         raise typer.Exit(1)
-    console = stdout()
+    if any(isinstance(st, Status) and st.role == "recovery" for _, st in statuses):
+        render.print_cluster(console, statuses)
+        console.print("[bold red]the cluster is in recovery mode[/]: its store is empty and the nodes hold "
+                      "backups; see them with `quorate recovery status`, restore one with "
+                      "`quorate recovery proceed`")
+        return
+    client = Client(cluster.endpoints(), timeout=10.0)
+    try:
+        client.apply_group(cluster.managers_spec().to_json())
+        existing = {g["id"] for g in client.list_groups()}
+        for group in workers:
+            if spec is not None or group.id not in existing:
+                client.apply_group(group.to_json())
+                console.print(f"applied group {group.id}", highlight=False)
+    except QuorateClientError as exc:
+        raise fail(f"the cluster is up but the groups could not be applied: {exc}") from None
+    if not _wait_for_voters(cluster, client, timeout):
+        print_error(f"not every manager is a voter after {timeout:g} s; the cluster keeps provisioning: "
+                    "watch `quorate members` and `quorate group show managers`")
     console.print(f"cluster [bold]{escape(cluster.cluster_id)}[/] is up; endpoints "
                   f"(also in {escape(str(cluster.dir / 'endpoints'))}):")
     for endpoint in cluster.endpoints():
         console.print(f"  {endpoint}", highlight=False)
-    render.print_cluster(console, statuses)
-    if any(isinstance(st, Status) and st.role == "recovery" for _, st in statuses):
-        console.print("[bold red]the cluster is in recovery mode[/]: its store is empty and the nodes hold "
-                      "backups; see them with `quorate recovery status`, restore one with "
-                      "`quorate recovery proceed`")
+    render.print_cluster(console, _statuses(cluster))
+    try:
+        print_instances(console, client.list_instances())
+    except QuorateClientError:
+        pass
 
 
 def _statuses(cluster: LocalCluster) -> list[tuple[str, Status | str]]:
@@ -94,60 +119,71 @@ def _statuses(cluster: LocalCluster) -> list[tuple[str, Status | str]]:
     return rows
 
 
-def _wait_for_leader(cluster: LocalCluster, started: dict[NodeSpec, int],
-                     timeout: float) -> list[tuple[str, Status | str]] | None:
-    """Every node's status once one of them leads and all know it (or
-    SETTLE_S after the first leader), None at timeout or when every agent
-    we started has exited."""
+def _wait_for_leader(cluster: LocalCluster, timeout: float) -> list[tuple[str, Status | str]] | None:
+    """Every node's status once one of them leads and the others that
+    answer know it (or SETTLE_S after the first leader); None at timeout or
+    when no manager runs any more."""
     deadline = time.monotonic() + timeout
     settle_by: float | None = None
-    exited: set[NodeSpec] = set()
     while (now := time.monotonic()) < deadline:
         rows = _statuses(cluster)
-        leaders = {st.id for _, st in rows if isinstance(st, Status) and st.role == "leader"}
-        if _all_in_recovery(rows):
+        answering = [st for _, st in rows if isinstance(st, Status)]
+        leaders = {st.id for st in answering if st.role == "leader"}
+        if _all_in_recovery(answering):
             return rows  # no node calls itself leader in recovery mode; the table says what to do
         if leaders:
             settle_by = settle_by or now + SETTLE_S
-            if now >= settle_by or all(isinstance(st, Status) and st.leader in leaders for _, st in rows):
+            if now >= settle_by or all(st.leader in leaders for st in answering):
                 return rows
-        exited |= {n for n, pid in started.items() if n not in exited and reap(pid)}
-        if started and len(exited) == len(started):
+        if not answering and not any(i.state is InstanceState.RUNNING for i in manager_instances(cluster).values()):
             return None
         time.sleep(0.1)
     return None
 
 
-def _all_in_recovery(rows: list[tuple[str, Status | str]]) -> bool:
-    """Every node answers, in recovery mode, and they agree on a leader."""
-    statuses = [st for _, st in rows if isinstance(st, Status)]
+def _all_in_recovery(statuses: list[Status]) -> bool:
+    """Every answering node is in recovery mode, and they agree on a leader."""
     leaders = {st.leader for st in statuses}
-    return (len(statuses) == len(rows) and all(st.role == "recovery" for st in statuses)
-            and len(leaders) == 1 and None not in leaders)
+    return bool(statuses) and all(st.role == "recovery" for st in statuses) and len(leaders) == 1 \
+        and None not in leaders
+
+
+def _wait_for_voters(cluster: LocalCluster, client: Client, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    shown = -1
+    while time.monotonic() < deadline:
+        try:
+            voters = [m for m in client.members() if m.role == "voter"]
+        except QuorateClientError:
+            voters = []
+        if len(voters) != shown:
+            shown = len(voters)
+            stdout().print(f"managers: {shown}/{cluster.managers} voters", highlight=False)
+        if shown >= cluster.managers:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def _explain_no_leader(cluster: LocalCluster, timeout: float) -> None:
-    running = {n.id for n in cluster.nodes if running_pid(cluster, n)}
-    for node in cluster.nodes:
-        state = "running" if node.id in running else "not running"
-        stdout().print(f"[bold]{node.id}[/] ({state}) {escape(str(cluster.log_file(node)))}:")
-        stdout().print(escape(log_tail(cluster, node)), highlight=False)
-    if running:
+    managers = manager_instances(cluster)
+    for slot, inst in sorted(managers.items()):
+        log = cluster.log_file(member_id(slot, parse_incarnation(inst.group, slot, inst.id) or 1))
+        stdout().print(f"[bold]{slot}[/] ({inst.state.value}) {escape(str(log))}:")
+        stdout().print(escape(log_tail(log)), highlight=False)
+    if any(i.state is InstanceState.RUNNING for i in managers.values()):
         print_error(f"no leader within {timeout:g} s (the agents' last log lines are above); "
                     f"stop them with: quorate down --dir {cluster.dir}")
     else:
         print_error("the agents exited before electing a leader (their last log lines are above)")
 
 
-def down(
-    directory: DirOpt = DEFAULT_LOCAL_DIR,
-    timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds to wait after SIGTERM "
-                                           "before SIGKILL.")] = 10.0,
-) -> None:
-    """Stop the local cluster started by quorate up; data and logs are kept.
+def down(directory: DirOpt = DEFAULT_LOCAL_DIR) -> None:
+    """Stop the local cluster started by quorate up and everything it runs.
 
-    Sends SIGTERM to each agent (checked to still be ours), SIGKILL to those
-    left after --timeout, and removes the pid files."""
+    The managers get SIGTERM (SIGKILL if they linger) and keep their data,
+    so `quorate up` restarts them in place; the worker instances are
+    destroyed (the leader starts them anew after the next up)."""
     try:
         cluster = LocalCluster.load(directory)
     except LocalClusterError as exc:
@@ -155,9 +191,8 @@ def down(
     if cluster is None:
         stdout().print(f"no local cluster in {escape(str(directory))}; nothing to stop")
         return
-    try:
-        outcome = stop_nodes(cluster, timeout=timeout)
-    except LocalClusterError as exc:
-        raise fail(str(exc)) from None
-    for node_id, what in outcome.items():
-        stdout().print(f"{node_id}: {what}")
+    outcome = stop_cluster(cluster)
+    if not outcome:
+        stdout().print("nothing was running")
+    for instance_id, what in sorted(outcome.items()):
+        stdout().print(f"{instance_id}: {what}", highlight=False)

@@ -298,6 +298,10 @@ class Manager:
                       "duration_ms": round(duration_ms, 1), "summary": summarize(obs, p),
                       "actions": results, "notes": list(p.notes)}
             prev = self._results.get(gid)
+            # The latest cycle that did something stays visible after the
+            # quiet cycles that follow it (`quorate group show`).
+            result["last_change"] = ({"cycle": self._cycle_no, "finished_at": finished, "actions": results}
+                                     if results else (prev or {}).get("last_change"))
             self._results[gid] = result
             for r in results:
                 self._m.reconcile_actions.labels(r["kind"], r["outcome"]).inc()

@@ -119,6 +119,9 @@ class GroupSpec(_Model):
             raise ValueError("give exactly one of 'size' (interchangeable instances) or 'logical_ids'")
         if self.id == MANAGERS_GROUP and self.logical_ids is None:
             raise ValueError("the managers group needs 'logical_ids' (its members are named)")
+        if self.id == MANAGERS_GROUP and any(slot_of_member(n) != n for n in self.logical_ids or []):
+            raise ValueError("manager logical ids may not end in '-<number>': that suffix marks "
+                             "a replacement's node id")
         _check_placeholders(self.template, self.health)
         return self
 

@@ -1,11 +1,11 @@
-"""``quorate up`` / ``down`` without real agents: the directory layout,
-refusing busy ports before anything starts, and stopping only processes
-that are still our agents (SIGTERM, then SIGKILL)."""
+"""``quorate up`` / ``down`` without real agents: the directory layout, the
+managers group and n1's bootstrap command, refusing busy ports and bad spec
+files before anything starts, and what ``down`` does to the managers
+(stopped, kept for a restart in place) and to the workers (destroyed)."""
 
 from __future__ import annotations
 
-import os
-import selectors
+import asyncio
 import socket
 import subprocess
 import sys
@@ -16,34 +16,51 @@ import pytest
 from fakeapi import WAIT
 from typer.testing import CliRunner, Result
 
-from quorate.cli.local import LocalCluster, is_agent, running_pid, stop_nodes
+from quorate.cli.local import LocalCluster, start_managers, stop_cluster
 from quorate.cli.main import app
+from quorate.manager.spec import render
+from quorate.providers.base import InstanceState, LaunchSpec
+from quorate.providers.process import ProcessProvider
+
+SLEEP = (sys.executable, "-c", "import time; time.sleep(600)")
 
 
 def cli(*args: str) -> Result:
     return CliRunner().invoke(app, list(args))
 
 
-def test_layout_and_agent_command(tmp_path: Path) -> None:
-    c = LocalCluster.new(tmp_path / "qc", nodes=3, base_port=20001)
-    assert [(n.id, n.peer_port, n.api_port) for n in c.nodes] == [
-        ("n1", 20001, 20101), ("n2", 20002, 20102), ("n3", 20003, 20103)]
+def _flags(argv: tuple[str, ...]) -> dict[str, str]:
+    assert argv[:5] == (sys.executable, "-P", "-m", "quorate", "agent")
+    return dict(zip(argv[5::2], argv[6::2], strict=True))
+
+
+def test_layout_and_the_managers_group(tmp_path: Path) -> None:
+    c = LocalCluster.new(tmp_path / "qc", managers=3, base_port=20001)
     c.save()
     assert (tmp_path / "qc" / "endpoints").read_text().splitlines() == [
         "http://127.0.0.1:20101", "http://127.0.0.1:20102", "http://127.0.0.1:20103"]
-    again = LocalCluster.load(tmp_path / "qc")
-    assert again == c  # a second `up` restarts the same cluster
-    argv = c.agent_argv(c.nodes[1])
-    assert argv[:5] == [sys.executable, "-P", "-m", "quorate", "agent"]
-    flags = dict(zip(argv[5::2], argv[6::2], strict=True))
-    assert flags == {"--id": "n2", "--data-dir": str(tmp_path / "qc" / "nodes" / "n2" / "data"),
-                     "--peer-addr": "127.0.0.1:20002", "--api-addr": "127.0.0.1:20102",
-                     "--bootstrap": "n1=127.0.0.1:20001,n2=127.0.0.1:20002,n3=127.0.0.1:20003",
-                     "--cluster-id": c.cluster_id,
-                     "--backup-dir": str(tmp_path / "qc" / "nodes" / "n2" / "backup")}
+    assert LocalCluster.load(tmp_path / "qc") == c  # a second `up` restarts the same cluster
+    spec = c.managers_spec()
+    assert spec.logical_ids == ["n1", "n2", "n3"]
+    node = tmp_path.resolve() / "qc" / "nodes"
+    n2 = render(spec, "n2", 1, {"join": "http://127.0.0.1:20101"})
+    assert _flags(n2.argv) == {
+        "--id": "n2", "--data-dir": f"{node}/n2/data", "--backup-dir": f"{node}/n2/backup",
+        "--log-file": f"{node}/n2/log/agent.log", "--peer-addr": "127.0.0.1:20002",
+        "--api-addr": "127.0.0.1:20102", "--cluster-id": c.cluster_id,
+        "--provider-dir": str(tmp_path.resolve() / "qc" / "instances"), "--join": "http://127.0.0.1:20101"}
+    assert n2.state_path == f"{node}/n2/data"
+    # A replacement of n2 runs as a new member with fresh directories, on the slot's ports.
+    again = _flags(render(spec, "n2", 2).argv)
+    assert again["--id"] == "n2-2" and again["--data-dir"] == f"{node}/n2-2/data"
+    assert again["--peer-addr"] == "127.0.0.1:20002"
+    boot = _flags(c.bootstrap_launch().argv)
+    assert boot["--bootstrap"] == "n1=127.0.0.1:20001" and "--join" not in boot
+    assert c.bootstrap_launch().instance_id == "managers-n1-1"
+    assert c.default_worker_specs()[0].template.ports == {"port": 20201}
 
 
-def test_up_refuses_busy_ports_and_changes_nothing(tmp_path: Path) -> None:
+def test_up_refuses_busy_ports_and_starts_nothing(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -51,16 +68,24 @@ def test_up_refuses_busy_ports_and_changes_nothing(tmp_path: Path) -> None:
         r = cli("up", "--dir", str(tmp_path / "qc"), "--nodes", "1", "--base-port", str(port), "--timeout", "1")
     assert r.exit_code == 1
     assert "ports already in use" in r.stderr and str(port) in r.stderr
-    assert not (tmp_path / "qc").exists()
+    assert not list((tmp_path / "qc" / "instances" / "instances").glob("*.json"))
 
 
-def test_up_rejects_bad_settings(tmp_path: Path) -> None:
+def test_up_rejects_bad_settings_and_bad_spec_files(tmp_path: Path) -> None:
     r = cli("up", "--dir", str(tmp_path / "qc"), "--base-port", "65500")
     assert r.exit_code == 2 and "leaves no room" in r.stderr
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "cluster.json").write_text("{not json")
     r = cli("down", "--dir", str(tmp_path / "bad"))
     assert r.exit_code == 2 and "not a quorate cluster file" in r.stderr
+    spec = tmp_path / "groups.yaml"
+    spec.write_text("id: web\nsize: -1\ntemplate: {command: x}\n")
+    r = cli("up", "--dir", str(tmp_path / "qc2"), "--spec", str(spec))
+    assert r.exit_code == 2 and "size" in r.stderr and "nothing was started" in r.stderr
+    spec.write_text("id: managers\nlogical_ids: [a]\ntemplate: {command: x}\n")
+    r = cli("up", "--dir", str(tmp_path / "qc3"), "--spec", str(spec))
+    assert r.exit_code == 2 and "managers group is set by quorate up" in r.stderr
+    assert not (tmp_path / "qc2" / "instances").exists() and not (tmp_path / "qc3" / "instances").exists()
 
 
 def test_down_without_a_cluster_is_a_no_op(tmp_path: Path) -> None:
@@ -68,66 +93,50 @@ def test_down_without_a_cluster_is_a_no_op(tmp_path: Path) -> None:
     assert r.exit_code == 0 and "nothing to stop" in r.stdout
 
 
-def test_down_never_signals_a_pid_that_is_not_our_agent(tmp_path: Path) -> None:
-    c = LocalCluster.new(tmp_path / "qc", nodes=1, base_port=20001)
-    c.save()
-    c.pid_file(c.nodes[0]).parent.mkdir(parents=True)
-    c.pid_file(c.nodes[0]).write_text(f"{os.getpid()}\n")  # a recycled pid: this test process
-    assert not is_agent(os.getpid(), c.data_dir(c.nodes[0]))
-    r = cli("down", "--dir", str(c.dir))
-    assert r.exit_code == 0 and "n1: not running" in r.stdout
-    assert not c.pid_file(c.nodes[0]).exists()
-
-
-def _fake_agent(c: LocalCluster, node_index: int, ignore_term: bool) -> subprocess.Popen[bytes]:
-    """A process whose command line looks like this node's agent."""
-    node = c.nodes[node_index]
-    code = ("import signal, sys, time\n"
-            + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignore_term else "")
-            + "print('ready', flush=True)\ntime.sleep(60)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, "quorate", "agent", "--data-dir", str(c.data_dir(node))],
-                            stdout=subprocess.PIPE, start_new_session=True)
-    assert proc.stdout is not None
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        assert sel.select(WAIT), "fake agent did not start"
-    assert proc.stdout.readline() == b"ready\n"
-    c.pid_file(node).parent.mkdir(parents=True, exist_ok=True)
-    c.pid_file(node).write_text(f"{proc.pid}\n")
-    return proc
-
-
 @pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.wait(WAIT)
-        assert p.stdout is not None
-        p.stdout.close()
-
-
-def test_stop_terminates_agents(tmp_path: Path, procs: list[subprocess.Popen[bytes]]) -> None:
-    c = LocalCluster.new(tmp_path / "qc", nodes=2, base_port=20001)
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    c = LocalCluster.new(tmp_path / "qc", managers=2, base_port=20001)
     c.save()
-    procs.append(_fake_agent(c, 0, ignore_term=False))
-    assert running_pid(c, c.nodes[0]) == procs[0].pid
-    assert running_pid(c, c.nodes[1]) is None
-    assert stop_nodes(c, timeout=WAIT) == {"n1": "stopped", "n2": "not running"}
-    with pytest.raises(ProcessLookupError):  # gone, and reaped by stop_nodes (our child here)
-        os.kill(procs[0].pid, 0)
-    assert not any(c.pid_file(n).exists() for n in c.nodes)
+    yield c
+    provider = c.provider()
+
+    async def clean() -> None:
+        for inst in await provider.list(None):
+            await provider.destroy(inst.id, provider.fencing_term())
+
+    asyncio.run(clean())
 
 
-def test_stop_kills_an_agent_that_ignores_sigterm(tmp_path: Path, procs: list[subprocess.Popen[bytes]]) -> None:
-    c = LocalCluster.new(tmp_path / "qc", nodes=1, base_port=20001)
-    c.save()
-    procs.append(_fake_agent(c, 0, ignore_term=True))
-    assert stop_nodes(c, timeout=0.2, kill_after=WAIT) == {"n1": "killed (did not stop on SIGTERM)"}
-    with pytest.raises(ProcessLookupError):
-        os.kill(procs[0].pid, 0)
+def _launch(group: str, slot: str, state_path: str | None = None) -> LaunchSpec:
+    return LaunchSpec(f"{group}-{slot}-1", group, slot if group == "managers" else None, slot, SLEEP,
+                      state_path=state_path)
+
+
+def test_down_stops_managers_for_a_restart_in_place_and_destroys_workers(cluster: LocalCluster) -> None:
+    data = cluster.node_dir("n1") / "data"
+    data.mkdir(parents=True)
+    (data / "wal").write_text("x")
+    provider = ProcessProvider(cluster.provider_dir)
+
+    async def create() -> None:
+        await provider.create(_launch("managers", "n1", str(data)), 3)
+        await provider.create(_launch("workers", "0"), 3)
+
+    asyncio.run(create())
+    outcome = stop_cluster(cluster)
+    assert outcome["managers-n1-1"].startswith("stopped") and outcome["workers-0-1"] == "destroyed"
+    left = asyncio.run(provider.list(None))
+    assert [(i.id, i.state) for i in left] == [("managers-n1-1", InstanceState.TERMINATED)]
+    assert provider.state_intact(left[0])  # so the next `up` restarts it in place
+    assert stop_cluster(cluster) == {}  # nothing runs any more
+
+
+def test_up_on_a_cluster_whose_manager_lost_its_data_leaves_it_to_the_cluster(cluster: LocalCluster) -> None:
+    provider = ProcessProvider(cluster.provider_dir)
+    gone = str(cluster.node_dir("n2") / "data")
+    asyncio.run(provider.create(_launch("managers", "n2", gone), 1))
+    asyncio.run(provider.stop("managers-n2-1"))
+    assert "no data to restart from" in start_managers(cluster)["n2"]
 
 
 def test_python_dash_m_quorate_works() -> None:
