@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# A local 3-manager cluster under ./quorate-local, then S1 (kill -9 the
-# leader) with a timeline; the cluster keeps running (.venv/bin/quorate down).
+# A local cluster under ./quorate-local (one manager bootstraps, the cluster
+# provisions two more and two workers), then S1 (kill -9 the leading manager,
+# then a worker) with a timeline; it keeps running (.venv/bin/quorate down).
 demo: $(STAMP)
 	$(PY) -m quorate demo
 
