@@ -33,6 +33,7 @@ from quorate.providers.base import Instance, Provider, ProviderError
 from quorate.providers.registry import make_provider
 from quorate.runtime.raft_loop import RaftRuntime
 
+from .backoff import CrashBackoff
 from .execute import Executor, GroupContext, LostLeadership
 from .health import HealthTracker
 from .model import (
@@ -58,6 +59,9 @@ class ManagerSettings:
     concurrency: int = 4                # actions executed at once
     cluster_id: str = "quorate"
     api_scheme: str = "http"
+    backoff_first_s: float = 1.0        # crash-loop back-off (backoff.py)
+    backoff_max_s: float = 30.0
+    crash_window_s: float = 10.0
 
 
 @dataclass(slots=True)
@@ -75,6 +79,8 @@ class Manager:
         self._may_run = may_run  # False while the node is starting or in recovery mode (S5)
         self.settings = settings
         self.health = HealthTracker()
+        self.backoff = CrashBackoff(first_s=settings.backoff_first_s, max_s=settings.backoff_max_s,
+                                    crash_window_s=settings.crash_window_s)
         # Providers by name, made on first use (tests hand some in ready-made).
         self._providers: dict[str, Provider] = dict(providers or {})
         self._session: _Session | None = None
@@ -284,7 +290,7 @@ class Manager:
                         for i in listed.get(gid, []) if spec is None or i.group == gid]
             obs = GroupObservation(gid, spec, records.get(gid, {}), observed,
                                    members if gid == "managers" else frozenset())
-            p = plan(obs)
+            p = self.backoff.gate(plan(obs), time.monotonic())
             ctx = GroupContext(spec, records.get(gid, {}), provider,
                                frozenset(i.id for i in listed.get(gid, []) if i.pid == me))
             jobs.append((gid, obs, p, ctx))

@@ -60,7 +60,8 @@ async def _storm(tmp: Path, flaps: int) -> dict[str, object]:
     fake.delay_s = 0.02  # every provider call is slow compared with a leadership change
     violations: list[str] = []
     managers = {
-        n: Manager(rt, ManagerSettings(provider_dir=tmp, interval_s=0.01, call_timeout_s=2.0, barrier_timeout_s=2.0),
+        n: Manager(rt, ManagerSettings(provider_dir=tmp, interval_s=0.01, call_timeout_s=2.0, barrier_timeout_s=2.0,
+                                       backoff_first_s=0.05, backoff_max_s=0.2),
                    providers={"process": Guarded(fake, rt, violations)})
         for n, rt in cluster.runtimes.items()}
     tasks = [asyncio.create_task(m.run()) for m in managers.values()]
