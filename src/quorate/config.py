@@ -108,6 +108,9 @@ class AgentConfig(BaseModel):
     provider_dir: Path | None = None
     reconcile_interval_s: float = Field(default=1.0, gt=0)
     provider_timeout_s: float = Field(default=15.0, gt=0)
+    # Quorum-loss recovery (S2/S3, docs/recovery.md).
+    quorum_grace_s: float | None = Field(default=None, gt=0)
+    auto_recover: bool = True
 
     @field_validator("peer_addr", "api_addr")
     @classmethod
@@ -116,6 +119,7 @@ class AgentConfig(BaseModel):
         return v
 
     @field_validator("backup_interval_s", "auto_recover_after_s", "reconcile_interval_s", "provider_timeout_s",
+                     "quorum_grace_s",
                      mode="before")
     @classmethod
     def _duration(cls, v: Any) -> Any:
@@ -173,6 +177,13 @@ class AgentConfig(BaseModel):
     @property
     def election_timeout_s(self) -> float:
         return self.election_timeout_ms * self.timing_multiplier / 1000.0
+
+    @property
+    def quorum_grace(self) -> float:
+        """How long without a leader before the quorum watchdog looks:
+        --quorum-grace, else five election timeouts (an ordinary election
+        takes one or two)."""
+        return self.quorum_grace_s if self.quorum_grace_s is not None else 5 * self.election_timeout_s
 
 
 def _env_settings(env: Mapping[str, str]) -> dict[str, Any]:

@@ -94,6 +94,15 @@ ReconcileOpt = Annotated[str | None, _opt(
 ProviderTimeoutOpt = Annotated[str | None, _opt(
     "--provider-timeout", "Longest a provider call (create, destroy, list) may take before the cycle gives "
     "up on it (default 15s).", "DURATION")]
+QuorumGraceOpt = Annotated[str | None, _opt(
+    "--quorum-grace", "How long without a leader before the quorum watchdog probes the voters and asks the "
+    "provider about the missing ones (default: five election timeouts).", "DURATION")]
+AutoRecoverQuorumOpt = Annotated[bool | None, typer.Option(
+    "--auto-recover/--no-auto-recover", show_default=False,
+    help="After quorum loss, force a new configuration from the survivors by themselves, but only when the "
+         "provider confirms every missing voter terminated with its state gone and the survivors agree "
+         "(default on). Off: the watchdog only restarts dead voters in place and says what "
+         "`quorate recover` would do.")]
 LogFileOpt = Annotated[Path | None, _opt("--log-file", "Append the log to this file instead of stderr.",
                                          "FILE")]
 ConfigOpt = Annotated[Path | None, _opt("--config", "TOML file with the same settings (snake_case keys); "
@@ -111,7 +120,8 @@ def agent(
     backup_dir: BackupDirOpt = None, backup_interval: BackupIntervalOpt = None, backup_keep: BackupKeepOpt = None,
     accept_rollback: AcceptRollbackOpt = None, auto_recover_after: AutoRecoverOpt = None,
     provider_dir: ProviderDirOpt = None, reconcile_interval: ReconcileOpt = None,
-    provider_timeout: ProviderTimeoutOpt = None, log_file: LogFileOpt = None,
+    provider_timeout: ProviderTimeoutOpt = None, quorum_grace: QuorumGraceOpt = None,
+    auto_recover: AutoRecoverQuorumOpt = None, log_file: LogFileOpt = None,
     config: ConfigOpt = None, log_level: LogLevelOpt = "INFO",
 ) -> None:
     """Run a quorate manager node until SIGTERM or SIGINT.
@@ -127,7 +137,7 @@ def agent(
         "tls_ca": tls_ca, "fsync": fsync, "backup_dir": backup_dir, "backup_interval_s": backup_interval,
         "backup_keep": backup_keep, "accept_rollback": accept_rollback, "auto_recover_after_s": auto_recover_after,
         "provider_dir": provider_dir, "reconcile_interval_s": reconcile_interval,
-        "provider_timeout_s": provider_timeout,
+        "provider_timeout_s": provider_timeout, "quorum_grace_s": quorum_grace, "auto_recover": auto_recover,
     }
     level = log_level.upper()
     if level not in LOG_LEVELS:

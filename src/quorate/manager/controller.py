@@ -45,7 +45,7 @@ from .model import (
     action_json,
 )
 from .plan import parse_incarnation, plan, summarize
-from .spec import GroupSpec, SpecError, parse_spec, render_health
+from .spec import MANAGERS_GROUP, GroupSpec, SpecError, parse_spec, render, render_health
 
 log = logging.getLogger("quorate.manager")
 
@@ -118,6 +118,33 @@ class Manager:
                             "member_id": rec.member_id if rec is not None and rec.instance_id == inst.id else None,
                             "healthy": self.health.healthy(inst.id)})
         return sorted(out, key=lambda d: (d["group"], str(d["slot"]), d["id"]))
+
+    # -- for the quorum watchdog (no leader needed) -----------------------------------------
+
+    def locate_members(self, members: list[str]) -> dict[str, tuple[Provider, str]]:
+        """Where each manager runs: its provider and instance id, from the
+        managers group's slot records in the local store."""
+        spec = self._specs().get(MANAGERS_GROUP)
+        provider_name = spec.provider if spec is not None else "process"
+        by_member = {r.member_id: r for r in self._records().get(MANAGERS_GROUP, {}).values() if r.member_id}
+        out = {}
+        for m in members:
+            rec = by_member.get(m)
+            if rec is not None:
+                out[m] = (self.provider(provider_name), rec.instance_id)
+        return out
+
+    async def restart_member(self, member: str, term: int) -> str:
+        """Start a dead manager again in place (same instance, same state);
+        idempotent, so several survivors may ask at once."""
+        spec = self._specs().get(MANAGERS_GROUP)
+        rec = next((r for r in self._records().get(MANAGERS_GROUP, {}).values() if r.member_id == member), None)
+        if spec is None or rec is None:
+            raise LookupError(f"no managers group record names {member}")
+        launch = render(spec, rec.slot, rec.incarnation, self._render_context())
+        async with asyncio.timeout(self.settings.call_timeout_s):
+            inst = await self.provider(spec.provider).create(launch, term)
+        return f"restarted {member} in place ({inst.id}, pid {inst.pid})"
 
     # -- providers -------------------------------------------------------------------------
 

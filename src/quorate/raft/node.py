@@ -479,6 +479,8 @@ class RaftNode(LeaderMixin):
 
     def _check_conf_change(self, cc: ConfChange) -> None:
         conf = self.conf
+        if cc.type is ConfChangeType.FORCE:
+            raise InvalidRequest("a forced configuration is never proposed: see force_new_configuration")
         if cc.type is ConfChangeType.ADD_LEARNER and cc.node_id in conf.members():
             raise InvalidRequest(f"{cc.node_id} is already a member")
         if cc.type is ConfChangeType.ADD_VOTER and cc.node_id in conf.voters:
@@ -497,6 +499,43 @@ class RaftNode(LeaderMixin):
         index = self.log.last_index + 1
         self.log.append([Entry(self.term, index, kind, data)])
         self._pending_bcast = True  # batched: sent with the next Ready
+        return index
+
+    def force_new_configuration(self, voters: frozenset[NodeId], epoch: int) -> int:
+        """Quorum-loss recovery (S2): make ``voters`` (the reachable
+        survivors, this node among them) the whole configuration, without a
+        quorum of the old one. Returns the index of the FORCE entry.
+
+        Only safe when every other old voter is confirmed dead and this node
+        holds the most up-to-date log of the survivors; deciding that is the
+        caller's job (``quorate.recovery.quorum``). The node moves to a fresh
+        term no leader can have had (it votes for itself in it), appends the
+        FORCE entry in that term and declares its whole log committed by
+        fiat: every entry a survivor saw committed is in it (the most
+        up-to-date log holds them, by leader completeness). Then it stands
+        for election in the new configuration, where the survivors elect it.
+        """
+        if self.role is Role.LEADER:
+            raise InvalidRequest("this node leads: the cluster has a quorum, there is nothing to force")
+        if self.id not in voters:
+            raise InvalidRequest("the forced configuration must include this node")
+        strangers = voters - self.conf.voters
+        if strangers:
+            raise InvalidRequest(f"{sorted(strangers)} are not voters of the current configuration")
+        self._become_candidate()
+        index = self.log.last_index + 1
+        cc = ConfChange.force(self.id, voters, epoch)
+        self.log.append([Entry(self.term, index, EntryKind.CONF_CHANGE, cc.encode())])
+        old = self.log.committed
+        self.log.commit_to(index)
+        self._on_commit_advanced(old)
+        log.warning("node=%s term=%d FORCED a new configuration at index %d: voters=%s epoch=%d",
+                    self.id, self.term, index, sorted(voters), epoch)
+        self._votes[self.id] = True
+        if self._poll() is VoteResult.PENDING:
+            for peer in sorted(self.conf.voters - {self.id}):
+                self._send(Message(MT.VOTE, self.id, peer, self.term, log_term=self.log.last_term,
+                                   index=self.log.last_index))
         return index
 
     def read_index(self, ctx: bytes) -> None:

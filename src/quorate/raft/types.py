@@ -46,6 +46,9 @@ class ConfChangeType(enum.Enum):
     ADD_LEARNER = "add_learner"
     ADD_VOTER = "add_voter"  # adds a new voter, or promotes a learner
     REMOVE = "remove"
+    # Quorum-loss recovery: the voters become exactly those in the context,
+    # without a quorum of the old configuration (see RaftNode.force_new_configuration).
+    FORCE = "force"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,16 @@ class ConfChange:
         raw = json.loads(data)
         return cls(ConfChangeType(raw["type"]), raw["node"], raw.get("context", ""))
 
+    @classmethod
+    def force(cls, node_id: NodeId, voters: frozenset[NodeId], epoch: int) -> ConfChange:
+        """The forced configuration of quorum-loss recovery, made by ``node_id``."""
+        return cls(ConfChangeType.FORCE, node_id, json.dumps({"voters": sorted(voters), "epoch": epoch}))
+
+    def forced(self) -> tuple[frozenset[NodeId], int]:
+        """(voters, epoch) of a FORCE change."""
+        raw = json.loads(self.context)
+        return frozenset(raw["voters"]), int(raw["epoch"])
+
 
 @dataclass(frozen=True, slots=True)
 class ConfState:
@@ -98,6 +111,8 @@ class ConfState:
         elif cc.type is ConfChangeType.ADD_LEARNER:
             if cc.node_id not in voters:  # demotion is not supported
                 learners.add(cc.node_id)
+        elif cc.type is ConfChangeType.FORCE:
+            return ConfState(cc.forced()[0], frozenset())
         else:
             voters.discard(cc.node_id)
             learners.discard(cc.node_id)

@@ -26,6 +26,8 @@ from quorate.api.server import Api
 from quorate.config import AgentConfig, parse_hostport
 from quorate.raft import RaftConfig, Role
 from quorate.recovery import EXIT_REFUSED, BackupDir, RecoveryRoutes, RecoveryService, StoreWriter
+from quorate.recovery.quorum_routes import QuorumRoutes
+from quorate.recovery.quorum_watchdog import QuorumWatchdog
 from quorate.storage import FileStorage
 from quorate.transport import PeerTransport, make_ssl_contexts
 
@@ -57,7 +59,7 @@ class Agent:
         self.transport = PeerTransport(
             cfg.id, cfg.cluster_id, parse_hostport(cfg.peer_addr), token=cfg.peer_token,
             ssl_server=self._ssl_server, ssl_client=self._ssl_client, max_frame=cfg.max_frame_bytes,
-            on_message=self._on_message)
+            on_message=self._on_message, epoch=self._epoch, admit=self._admit_peer)
         self.self_info = MemberInfo(cfg.peer_addr, cfg.api_addr)
         # A bootstrap names peer addresses only, and every member must write the
         # very same first entries; API addresses are registered afterwards.
@@ -81,6 +83,23 @@ class Agent:
             call_timeout_s=cfg.provider_timeout_s, barrier_timeout_s=max(2 * cfg.request_timeout_s, 5.0),
             cluster_id=cfg.cluster_id, api_scheme="https" if self._ssl_client else "http"),
             may_run=self.recovery.healthy)
+        self.watchdog = QuorumWatchdog(
+            self.runtime, self.manager, grace_s=cfg.quorum_grace, interval_s=cfg.election_timeout_s,
+            auto_recover=cfg.auto_recover, api_scheme="https" if self._ssl_client else "http",
+            api_token=cfg.api_token, ssl_client=self._ssl_client)
+
+    def _epoch(self) -> int:
+        return self.runtime.sm.epoch
+
+    def _admit_peer(self, node: str, epoch: int) -> str | None:
+        """Refuse a member left behind by a forced configuration (an old
+        disk come back): it is of an older epoch and no longer a member."""
+        mine = self.runtime.sm.epoch
+        if epoch < mine and node not in self.runtime.node.conf.members():
+            return (f"{node} is of cluster epoch {epoch} but the cluster is at epoch {mine}: quorum-loss "
+                    f"recovery removed it. Wipe its data directory and let the managers group provision "
+                    f"a replacement (or join it anew with --join)")
+        return None
 
     def _on_message(self, msg: object) -> None:
         self.runtime.step(msg)  # type: ignore[arg-type]
@@ -95,10 +114,12 @@ class Agent:
     async def start(self) -> None:
         await self.transport.start()
         await self.runtime.start()
+        quorum = QuorumRoutes(self.watchdog)
         api = Api(self.runtime, api_token=self.cfg.api_token, peer_ssl=self._ssl_client, gate=self.recovery,
-                  manager=self.manager)
+                  manager=self.manager, status_hooks=[quorum.adjust_status])
         app = api.app()
         RecoveryRoutes(self.recovery).install(app)
+        quorum.install(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         host, port = parse_hostport(self.cfg.api_addr)
@@ -109,6 +130,7 @@ class Agent:
         self._tasks.append(asyncio.create_task(self._register_addresses(), name="register"))
         self._tasks.append(asyncio.create_task(self._run_recovery(), name="recovery"))
         self._tasks.append(asyncio.create_task(self.manager.run(), name="manager"))
+        self._tasks.append(asyncio.create_task(self.watchdog.run(), name="quorum-watchdog"))
         log.info("node=%s local backups in %s", self.cfg.id, self.cfg.backup_path)
 
     async def _run_recovery(self) -> None:

@@ -438,6 +438,17 @@ class RaftRuntime:
                      self.id, node.term, learner, pr.match)
             return
 
+    def force_new_configuration(self, voters: frozenset[NodeId], epoch: int) -> int:
+        """Quorum-loss recovery: see RaftNode.force_new_configuration. The
+        caller has decided it is safe (``quorate.recovery.quorum``)."""
+        self._check_alive()
+        try:
+            index = self.node.force_new_configuration(voters, epoch)
+        except InvalidRequest as exc:
+            raise Conflict(str(exc)) from exc
+        self._wake()
+        return index
+
     def transfer_leadership(self, target: NodeId | None = None) -> NodeId:
         """Start moving leadership to ``target`` (default: the most caught-up voter)."""
         node = self.node

@@ -59,6 +59,9 @@ class StateMachine:
         self.members: dict[NodeId, MemberInfo] = {}
         self.history = EventHistory(history_capacity)
         self.applied_index = 0
+        # Bumped by every forced configuration (quorum-loss recovery): a
+        # member of an older epoch is refused by the peers (transport).
+        self.epoch = 0
 
     def apply(self, entry: Entry) -> ApplyResult | None:
         """Apply one committed entry; returns the KV result for NORMAL ones."""
@@ -74,6 +77,10 @@ class StateMachine:
         return result
 
     def _apply_conf_change(self, cc: ConfChange) -> None:
+        if cc.type is ConfChangeType.FORCE:
+            voters, self.epoch = cc.forced()
+            self.members = {m: i for m, i in self.members.items() if m in voters}
+            return
         if cc.type is ConfChangeType.REMOVE:
             self.members.pop(cc.node_id, None)
             return
@@ -101,7 +108,8 @@ class StateMachine:
 
     def snapshot(self) -> bytes:
         members = {m: [i.peer_addr, i.api_addr] for m, i in sorted(self.members.items())}
-        return msgpack.packb({"format": SNAPSHOT_FORMAT, "kv": self.kv.snapshot(), "members": members})
+        return msgpack.packb({"format": SNAPSHOT_FORMAT, "kv": self.kv.snapshot(), "members": members,
+                              "epoch": self.epoch})
 
     def restore(self, snap: Snapshot) -> None:
         """Replace the whole state with ``snap`` (installed from the leader
@@ -112,9 +120,11 @@ class StateMachine:
                 raise ValueError("unknown snapshot format")
             kv = KVStore.restore(raw["kv"])
             members = {str(m): MemberInfo(str(a[0]), str(a[1])) for m, a in raw["members"].items()}
+            epoch = int(raw.get("epoch", 0))
         except Exception as exc:  # any decoding failure is one error for the caller
             raise StateMachineError(f"snapshot at index {snap.meta.index} is unreadable: {exc}") from exc
         self.kv = kv
         self.members = members
+        self.epoch = epoch
         self.history.reset(kv.revision)
         self.applied_index = snap.meta.index

@@ -48,6 +48,8 @@ class InboundSettings:
     ssl_server: ssl.SSLContext | None
     max_frame: int
     handshake_timeout: float
+    # Why a peer of that id and epoch may not connect (None: it may).
+    admit: Callable[[NodeId, int], str | None] = lambda node, epoch: None
 
 
 class Inbound:
@@ -135,7 +137,10 @@ class Inbound:
         if isinstance(outcome, Hello):
             refusal = check_hello(outcome, self._s.cluster_id, self._s.token)
             if refusal is None:
-                return outcome
+                why = self._s.admit(outcome.node_id, outcome.epoch)
+                if why is None:
+                    return outcome
+                refusal = Refusal(RefusalReason.STALE_EPOCH, why)
             outcome = refusal
         self._refuse(writer, addr, outcome)
         return None

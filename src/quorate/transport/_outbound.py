@@ -18,6 +18,7 @@ import asyncio
 import logging
 import random
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..raft.types import Message, NodeId
@@ -52,6 +53,7 @@ class LinkSettings:
     handshake_timeout: float
     backoff_base: float
     backoff_cap: float
+    epoch: Callable[[], int] = lambda: 0
 
 
 class PeerLink:
@@ -128,7 +130,7 @@ class PeerLink:
 
     async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         s = self._settings
-        hello = Hello(cluster_id=s.cluster_id, node_id=s.node_id, token=s.token or "")
+        hello = Hello(cluster_id=s.cluster_id, node_id=s.node_id, token=s.token or "", epoch=s.epoch())
         writer.write(encode_frame(hello.encode(), HELLO_MAX_FRAME))
         await writer.drain()
         answer = decode_answer(await read_frame(reader, FrameDecoder(HELLO_MAX_FRAME)))

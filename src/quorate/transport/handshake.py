@@ -53,6 +53,7 @@ class RefusalReason(enum.Enum):
     OVERSIZE_FRAME = "oversize_frame"
     TLS = "tls"  # the TLS handshake failed (plaintext caller, unknown CA, ...)
     TIMEOUT = "timeout"  # no hello within the handshake timeout
+    STALE_EPOCH = "stale_epoch"  # a member left behind by quorum-loss recovery
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,7 @@ class Hello:
     node_id: str
     token: str = ""
     version: int = PROTOCOL_VERSION
+    epoch: int = 0  # the caller's cluster epoch (bumped by each forced configuration)
 
     def encode(self) -> bytes:
         return _pack(
@@ -90,6 +92,7 @@ class Hello:
                 "cluster": self.cluster_id,
                 "node": self.node_id,
                 "token": self.token,
+                "epoch": self.epoch,
             }
         )
 
@@ -112,7 +115,10 @@ def decode_hello(payload: bytes) -> Hello | Refusal:
         )
     if not all(type(v) is str for v in (cluster, node, token)) or not node:
         return Refusal(RefusalReason.BAD_FRAME, "hello fields cluster/node/token are not strings")
-    return Hello(cluster_id=cluster, node_id=node, token=token, version=version)
+    epoch = obj.get("epoch", 0)
+    if type(epoch) is not int or epoch < 0:
+        return Refusal(RefusalReason.BAD_FRAME, "hello field epoch is not a non-negative integer")
+    return Hello(cluster_id=cluster, node_id=node, token=token, version=version, epoch=epoch)
 
 
 def check_hello(hello: Hello, cluster_id: str, token: str | None) -> Refusal | None:

@@ -56,7 +56,13 @@ class PeerTransport:
         backoff_base: float = BACKOFF_BASE,
         backoff_cap: float = BACKOFF_CAP,
         rng: random.Random | None = None,
+        epoch: Callable[[], int] = lambda: 0,
+        admit: Callable[[NodeId, int], str | None] = lambda node, epoch: None,
     ) -> None:
+        """``epoch`` is this node's cluster epoch, sent in every hello;
+        ``admit`` says why a caller of that id and epoch is refused (or
+        None): the runtime refuses members left behind by a forced
+        configuration."""
         if (ssl_server is None) != (ssl_client is None):
             raise ValueError("mutual TLS needs both ssl_server and ssl_client (or neither)")
         if queue_size < 1 or not 0 < max_frame <= 0xFFFFFFFF:
@@ -76,8 +82,9 @@ class PeerTransport:
             handshake_timeout=handshake_timeout,
             backoff_base=backoff_base,
             backoff_cap=backoff_cap,
+            epoch=epoch,
         )
-        inbound = InboundSettings(node_id, cluster_id, token, ssl_server, max_frame, handshake_timeout)
+        inbound = InboundSettings(node_id, cluster_id, token, ssl_server, max_frame, handshake_timeout, admit)
         self._inbound = Inbound(inbound, self._counters, on_message)
         self._links: dict[NodeId, PeerLink] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # inbound connections and retiring links
