@@ -327,6 +327,32 @@ def test_bad_token_is_refused(caplog: pytest.LogCaptureFixture) -> None:
     assert "s3cret-token" not in caplog.text and "guess" not in caplog.text
 
 
+def test_a_member_of_an_older_epoch_is_refused_and_a_current_one_is_not(caplog: pytest.LogCaptureFixture) -> None:
+    """After a forced configuration (quorum-loss recovery) the runtime
+    refuses left-behind members by epoch; the transport carries the epoch in
+    the hello and asks the runtime's admit hook."""
+    def admit(node: str, epoch: int) -> str | None:
+        return None if epoch >= 1 or node == "n3" else f"{node} is of epoch {epoch}, the cluster of epoch 1"
+
+    async def body() -> None:
+        old = make_node("n1", epoch=lambda: 0)
+        current = make_node("n3", epoch=lambda: 0)  # a member that has not applied the new epoch yet
+        fresh = make_node("n4", epoch=lambda: 1)
+        b = make_node("n2", epoch=lambda: 1, admit=admit)
+        async with running(old, current, fresh, b, mesh=False):
+            for n in (old, current, fresh):
+                n.transport.set_peers({"n2": b.addr})
+                n.transport.send(append(n.transport.node_id, "n2", 0))
+            await wait_until(lambda: b.transport.stats().refused.get("stale_epoch", 0) >= 1, "a refusal")
+            await wait_until(lambda: {m.frm for m in b.inbox.messages} == {"n3", "n4"}, "the others' messages")
+            assert all(m.frm != "n1" for m in b.inbox.messages)
+
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    run(body())
+    assert refused_lines(caplog, "stale_epoch")
+    assert "the cluster of epoch 1" in caplog.text
+
+
 def test_garbage_is_refused_and_the_server_carries_on(caplog: pytest.LogCaptureFixture) -> None:
     async def body() -> None:
         a, b = make_node("n1"), make_node("n2")

@@ -8,6 +8,7 @@ from . import backup, groups, kv, members, recovery
 from .agent import agent
 from .demo import demo
 from .status import status
+from .recover import recover
 from .updown import down, up
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app.add_typer(groups.app, name="group")
 app.add_typer(groups.instances_app, name="instances")
 app.add_typer(recovery.app, name="recovery")
 app.add_typer(backup.app, name="backup")
+app.command("recover")(recover)
 app.command("up")(up)
 app.command("down")(down)
 app.command("demo")(demo)

@@ -205,6 +205,17 @@ def recovery_proceed(node: str | None = None) -> Call[dict[str, Any]]:
     return Call(Request("POST", "/v1/recovery/proceed", body=_body({"node": node})), _json, False)
 
 
+def quorum_plan(endpoint: str) -> Call[dict[str, Any]]:
+    """What forcing a new configuration from that node would do (a dry run)."""
+    return Call(Request("GET", "/v1/quorum/recover"), _object, True, endpoint=endpoint)
+
+
+def quorum_recover(endpoint: str) -> Call[dict[str, Any]]:
+    """Force a new configuration from that node (quorum-loss recovery)."""
+    return Call(Request("POST", "/v1/quorum/recover", body=_body({"confirm": True})), _object, False,
+                endpoint=endpoint)
+
+
 #: Seconds a backup download or restore may take beyond the request timeout.
 BACKUP_EXTRA_TIMEOUT = 600.0
 

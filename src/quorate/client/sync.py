@@ -126,6 +126,14 @@ class Client:
         """Restore ``node``'s backup (None: the suggested one)."""
         return self._run(calls.recovery_proceed(node))
 
+    def quorum_plan(self, endpoint: str) -> dict[str, Any]:
+        """What ``quorate recover`` from that node would do (nothing is changed)."""
+        return self._run(calls.quorum_plan(endpoint))
+
+    def quorum_recover(self, endpoint: str) -> dict[str, Any]:
+        """Force a new configuration from that node: quorum-loss recovery."""
+        return self._run(calls.quorum_recover(endpoint))
+
     def backup_save(self) -> bytes:
         """A fresh backup of the store (the bytes of a backup file)."""
         return self._run(calls.backup_save())
