@@ -88,6 +88,7 @@ class Manager:
         self._cycle_no = 0
         self._bad_specs: dict[str, str] = {}
         self._unknown_noted: set[str] = set()
+        self._closed = False
         self._running_term: int | None = None   # set once the barrier passed
         self.sessions_started = 0
         self._m = rt.metrics
@@ -166,6 +167,8 @@ class Manager:
         return out
 
     async def close(self) -> None:
+        """Stop the controllers for good (run() starts none afterwards)."""
+        self._closed = True
         await self._stop_session("shutting down")
         for p in self._providers.values():
             await p.close()
@@ -176,7 +179,13 @@ class Manager:
         """Follow leadership forever (cancel to stop): start the controllers
         on gaining it, stop them on losing it."""
         lv = self.rt.leadership
-        while True:
+        try:
+            await self._follow(lv)
+        finally:  # cancelled: the controllers go with it
+            await asyncio.shield(self._stop_session("the manager stopped"))
+
+    async def _follow(self, lv: Any) -> None:
+        while not self._closed:
             seen = lv.version
             lead = lv.value
             want = lead.term if lead.is_leader and self.rt.node.term == lead.term and self._may_run() else None
@@ -238,7 +247,8 @@ class Manager:
                     log.info("node=%s term=%d cycle stopped: %s", self.rt.id, term, exc)
                     return
                 except (QuorateError, ProviderError, OSError, TimeoutError) as exc:
-                    log.warning("node=%s term=%d reconcile cycle failed: %s", self.rt.id, term, exc)
+                    log.warning("node=%s term=%d reconcile cycle failed: %s", self.rt.id, term,
+                                str(exc) or type(exc).__name__)
                 await asyncio.sleep(self.settings.interval_s)
         finally:
             if self._running_term == term:
@@ -303,6 +313,8 @@ class Manager:
         jobs = []
         for gid in groups:
             spec = specs.get(gid)
+            if spec is None and gid in self._bad_specs:
+                continue  # stored but unreadable: left alone (logged once), never taken for deleted
             if spec is None and not records.get(gid):
                 # Instances of a group the store knows nothing about: a wiped
                 # or rolled-back store looks exactly like this, so never

@@ -91,6 +91,10 @@ class Executor:
             except (ProviderError, QuorateError, StaleRecord, TimeoutError, OSError) as exc:
                 out["outcome"] = "error"
                 out["error"] = str(exc) or type(exc).__name__
+            except Exception as exc:  # a bug must cost one action, not the controllers
+                log.exception("node=%s term=%d %s failed unexpectedly", self.rt.id, self.term, out["kind"])
+                out["outcome"] = "error"
+                out["error"] = f"internal error: {exc!r}"
         return out
 
     async def _do(self, action: Action, ctx: GroupContext) -> str:

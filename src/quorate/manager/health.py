@@ -22,7 +22,7 @@ from quorate.http_session import new_session
 @dataclass(slots=True)
 class _Record:
     failures: int = 0
-    last_check: float = 0.0        # monotonic
+    last_check: float = float("-inf")  # monotonic; never checked: due at once
     last_ok: bool | None = None
     last_error: str = ""
 

@@ -77,6 +77,17 @@ class HealthCheck(_Model):
     failure_threshold: int = Field(default=3, ge=1, le=1000)
     start_period_s: float = Field(default=10.0, ge=0, le=3600)
 
+    @field_validator("port")
+    @classmethod
+    def _port(cls, v: int | str | None) -> int | str | None:
+        if isinstance(v, int) and not 1 <= v <= 65535:
+            raise ValueError(f"port {v} is not a TCP port")
+        if isinstance(v, str) and not (v.isdigit() or re.fullmatch(r"\{[A-Za-z_][A-Za-z0-9_]*\}", v)):
+            raise ValueError(f"port {v!r} must be a number or one placeholder such as '{{port}}'")
+        if isinstance(v, str) and v.isdigit() and not 1 <= int(v) <= 65535:
+            raise ValueError(f"port {v} is not a TCP port")
+        return v
+
     @model_validator(mode="after")
     def _target(self) -> HealthCheck:
         if self.type == "http" and not self.url:
@@ -123,6 +134,11 @@ class GroupSpec(_Model):
             raise ValueError("manager logical ids may not end in '-<number>': that suffix marks "
                              "a replacement's node id")
         _check_placeholders(self.template, self.health)
+        count = len(self.logical_ids) if self.logical_ids is not None else (self.size or 0)
+        for name, base in self.template.ports.items():
+            if count and base + count - 1 > 65535:
+                raise ValueError(f"template.ports.{name}: {base} + {count - 1} (the last slot) is past 65535")
+        _check_renders(self)
         return self
 
     # -- derived ---------------------------------------------------------------
@@ -178,6 +194,18 @@ def _check_placeholders(template: Template, health: HealthCheck) -> None:
         if unknown:
             raise ValueError(f"{where}: unknown placeholder(s) {sorted(unknown)}; "
                              f"known: {sorted(known)}")
+
+
+def _check_renders(spec: GroupSpec) -> None:
+    """Render the first slot once, so a placeholder with a format spec or
+    an attribute that cannot work is refused now, not at the first create."""
+    slot = spec.slots()[0] if spec.slots() else ("n1" if spec.is_logical else "0")
+    try:
+        render(spec, slot, 1, {"join": "http://127.0.0.1:1", "cluster_id": "c"})
+        if spec.health.url or isinstance(spec.health.port, str):
+            render_health(spec, slot, 1)
+    except (ValueError, AttributeError, TypeError, KeyError, IndexError) as exc:
+        raise ValueError(f"template or health check does not render: {type(exc).__name__}: {exc}") from None
 
 
 def parse_spec(raw: object) -> GroupSpec:
