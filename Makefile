@@ -14,7 +14,9 @@ $(STAMP): pyproject.toml
 
 # A local cluster under ./quorate-local (one manager bootstraps, the cluster
 # provisions two more and two workers), then S1 (kill -9 the leading manager,
-# then a worker) with a timeline; it keeps running (.venv/bin/quorate down).
+# then a worker), S3 (two managers paused) and S2 (two managers killed, with
+# and without their data) with a timeline; it keeps running
+# (.venv/bin/quorate down).
 demo: $(STAMP)
 	$(PY) -m quorate demo
 

@@ -133,8 +133,9 @@ def decide(obs: Observation) -> Decision:
                                            "intact state; restarting in place")
     alive = [m for m, v in said.items() if v is not InstanceState.TERMINATED]
     if alive:
-        return Wait(f"no quorum: {', '.join(alive)} cannot be reached but is not confirmed dead by the "
-                    "provider (it may be partitioned or paused); nothing is forced", described, command)
+        verb = "is" if len(alive) == 1 else "are"
+        return Wait(f"no quorum: {', '.join(alive)} cannot be reached but {verb} not confirmed dead by the "
+                    "provider (partitioned or paused, perhaps); nothing is forced", described, command)
     disagreement = _disagreement(obs)
     if disagreement:
         return Wait(f"no quorum, and the survivors disagree: {disagreement}; nothing is forced",

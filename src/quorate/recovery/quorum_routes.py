@@ -27,7 +27,7 @@ from quorate.errors import BadRequest, Conflict
 from quorate.raft import Role
 
 from .quorum import Wait, recovery_leader
-from .quorum_watchdog import PROBE_PATH, QuorumWatchdog, decision_json, facts_json
+from .quorum_watchdog import PROBE_PATH, QuorumWatchdog, decision_json, facts_json, lost_note
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -104,8 +104,7 @@ class QuorumRoutes:
         record = {"epoch": plan["epoch"], "forced_by": self.rt.id, "at": time.time(), "voters": plan["keep"],
                   "removed": plan["remove"], "survivors": plan["survivors"], "kept_up_to_index": plan["last_index"],
                   "manual": True,
-                  "note": (f"entries the old cluster committed after index {plan['last_index']} were held only "
-                           f"by {', '.join(plan['remove']) or 'nobody'} and are lost")}
+                  "note": lost_note(plan["last_index"], plan["remove"])}
         self.wd.forced.append(record)
         asyncio.get_running_loop().create_task(self.wd.record(record), name="recovery-record")
         return _json({**plan, "forced": True})

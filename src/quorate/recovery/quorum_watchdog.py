@@ -50,6 +50,12 @@ PROBE_PATH = "/v1/internal/quorum/probe"
 EPOCHS_PREFIX = "_quorate/recovery/epochs/"
 
 
+def lost_note(kept_up_to: int, removed: list[str]) -> str:
+    """What a forced configuration may have lost, in words (honesty about data)."""
+    return (f"everything up to index {kept_up_to} was kept; entries the old cluster may have committed after "
+            f"it lived only on {', '.join(removed) or 'nobody'} and cannot come back")
+
+
 def facts_json(f: PeerFacts) -> dict[str, Any]:
     return {"id": f.id, "epoch": f.epoch, "term": f.term, "last_term": f.last_term, "last_index": f.last_index,
             "commit": f.commit, "voters": sorted(f.voters), "leader": f.leader, "sees": sorted(f.sees),
@@ -215,8 +221,7 @@ class QuorumWatchdog:
                       "survivors": {f.id: {"last_term": f.last_term, "last_index": f.last_index,
                                            "commit": f.commit} for f in obs.answers.values()},
                       "kept_up_to_index": self.rt.node.last_index,
-                      "note": (f"entries the old cluster committed after index {self.rt.node.last_index} "
-                               f"were held only by {', '.join(sorted(decision.removed))} and are lost")}
+                      "note": lost_note(self.rt.node.last_index, sorted(decision.removed))}
             self.rt.force_new_configuration(decision.voters, decision.epoch)
             self.forced.append(record)
             asyncio.get_running_loop().create_task(self.record(record), name="recovery-record")
