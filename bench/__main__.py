@@ -17,7 +17,10 @@ and noisy. Steps (each system in turn, interleaved point by point):
    through a survivor), default timing, then the fast profile (heartbeat
    30 ms, election timeout 150 ms), trials interleaved across systems;
 6. snapshot install for a follower that fell behind by K keys, and RSS
-   after K keys (fresh clusters).
+   after K keys (fresh clusters);
+7. quorum-loss recovery (kill -9 two of three): quorate's own, with the
+   data kept and with it lost, and etcd's documented --force-new-cluster
+   procedure scripted (``bench/quorum.py``).
 
 Prints one table and writes ``bench/results/<date>-<commit>.json``.
 """
@@ -34,7 +37,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import failover, memory
+from bench import failover, memory, quorum
 from bench.load import client_closed_loop, closed_loop, open_loop
 from bench.procs import Registry, cpu_seconds
 from bench.report import Results
@@ -187,6 +190,34 @@ class Bench:
         finally:
             c.stop()
 
+    def quorum(self) -> None:
+        trials = 3 if self.quick else 10
+        for keep in ((True, False) if "quorate" in self.systems else ()):
+            variant_name = "data_kept" if keep else ""  # the plain row is the one to set beside etcd's
+            try:
+                first, full = quorum.quorate_trials(self.work, trials, keep, log)
+            except Exception as exc:  # a failed phase is reported, the rest of the bench stands
+                log(f"quorate quorum-loss trials failed: {exc!r}")
+                continue
+            for metric, ms in (("quorum_recovery_write_ms", first), ("quorum_recovery_full_ms", full)):
+                self.res.add("quorate", metric, statistics.median(ms), len(ms), variant=variant_name,
+                             note=quorum.summary_note(ms) + ("; restarted in place" if keep else
+                                                             "; forced, then re-provisioned"))
+        if self.etcd:
+            try:
+                first, full = quorum.etcd_trials(self.work, self.etcd, trials, log)
+            except Exception as exc:
+                log(f"etcd quorum-loss trials failed: {exc!r}")
+                return
+            for metric, ms in (("quorum_recovery_write_ms", first), ("quorum_recovery_full_ms", full)):
+                self.res.add("etcd", metric, statistics.median(ms), len(ms),
+                             note=quorum.summary_note(ms) + "; the documented --force-new-cluster procedure, "
+                                  "scripted to start at the kill (no operator delay)")
+        self.res.notes.append("quorum_recovery_*: kill -9 of 2 of 3 managers; quorate's figures include its "
+                              "5 s grace period (five election timeouts) before it acts; data_kept rows "
+                              "restart the dead in place; the plain rows delete the killed managers' data, so quorate "
+                              "forces a new configuration (the rows to compare with etcd's)")
+
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> int:
         a = self.args
@@ -238,10 +269,14 @@ class Bench:
         if "memory" in phases:
             for s in self.systems:
                 self.snapshot_and_memory(s)
-        self.res.notes.append("quorum_recovery_*: n/a for quorate (automatic recovery is issue 5, not built yet) "
-                              "and not scripted for etcd yet")
-        extra = ["quorum_recovery_write_ms / quorum_recovery_full_ms: n/a (quorate's automatic recovery is "
-                 "not built yet; etcd's --force-new-cluster not scripted)"]
+        extra: list[str] = []
+        if "quorum" in phases:
+            self.quorum()
+            for r in self.res.rows:
+                if r.variant == "data_kept":
+                    extra.append(f"{r.metric + ' (data kept)':<42} | {r.value:>9.0f}  quorate, restarted in place")
+        else:
+            extra.append("quorum_recovery_*: not run (--phases without quorum)")
         print()
         print(self.res.table(extra))
         print()
@@ -261,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a short run (a few minutes)")
     ap.add_argument("--systems", default="quorate,etcd,pysyncobj")
-    ap.add_argument("--phases", default="rss,writes,reads,cpu,failover,memory")
+    ap.add_argument("--phases", default="rss,writes,reads,cpu,failover,memory,quorum")
     ap.add_argument("--pysyncobj-batch", action="store_true",
                     help="PySyncObj with its default appendEntriesUseBatch=True (about 100 ms per write)")
     ap.add_argument("--no-etcd", action="store_true", help="do not look for or install etcd")
