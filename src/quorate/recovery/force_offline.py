@@ -36,7 +36,10 @@ class OfflinePlan:
 def force_offline(data_dir: Path, node_id: str, *, dry_run: bool = False) -> OfflinePlan:
     """Make ``node_id`` the only voter of its data dir's log, in a new
     epoch (or only say what that would do, with ``dry_run``)."""
-    storage = FileStorage(Path(data_dir) / "raft")
+    store = Path(data_dir) / "raft"
+    if not (store / "wal").is_dir():
+        raise ValueError(f"there is no quorate store in {data_dir} (no {store / 'wal'}); nothing was changed")
+    storage = FileStorage(store)
     try:
         state = storage.load()
         sm = StateMachine()
