@@ -111,6 +111,10 @@ class AgentConfig(BaseModel):
     # Quorum-loss recovery (S2/S3, docs/recovery.md).
     quorum_grace_s: float | None = Field(default=None, gt=0)
     auto_recover: bool = True
+    # Electorate hygiene (S4, docs/manager.md).
+    dead_member_timeout_s: float = Field(default=72 * 3600.0, gt=0)
+    min_voters: int | None = Field(default=None, ge=1)
+    leave_on_terminate: bool = False
 
     @field_validator("peer_addr", "api_addr")
     @classmethod
@@ -119,7 +123,7 @@ class AgentConfig(BaseModel):
         return v
 
     @field_validator("backup_interval_s", "auto_recover_after_s", "reconcile_interval_s", "provider_timeout_s",
-                     "quorum_grace_s",
+                     "quorum_grace_s", "dead_member_timeout_s",
                      mode="before")
     @classmethod
     def _duration(cls, v: Any) -> Any:

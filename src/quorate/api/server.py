@@ -23,6 +23,7 @@ from aiohttp import web
 from quorate.http_session import new_session
 from quorate.errors import (
     BadRequest,
+    Conflict,
     CompactedRevision,
     KeyNotFound,
     NoLeader,
@@ -33,6 +34,7 @@ from quorate.errors import (
 from quorate.kv import Applied, Compacted, Delete, NotFound, Put, Rejected, RevisionMismatch, encode_command
 from quorate.kv.commands import CommandError, KVError
 from quorate.raft import ConfChange, ConfChangeType
+from quorate.manager.electorate import cleanup, removal_refusal
 from quorate.runtime import views
 from quorate.runtime.raft_loop import RaftRuntime
 from quorate.runtime.state_machine import MemberInfo
@@ -122,6 +124,7 @@ class Api:
         self._client_ssl = peer_ssl
         self.gate = gate
         self._status_hooks = list(status_hooks or [])  # more words for /v1/status (quorum recovery)
+        self.leave_hook: Callable[[], Awaitable[dict[str, Any]]] | None = None  # set by the agent
         self._nonce = secrets.token_hex(4)
         self._ids = itertools.count(1)
 
@@ -147,6 +150,7 @@ class Api:
         r.add_post("/v1/members/{id}/promote", self.promote)
         r.add_delete("/v1/members/{id}", self.remove_member)
         r.add_post("/v1/leader/transfer", self.transfer)
+        r.add_post("/v1/leave", self.leave)
         from .groups import GroupRoutes  # it builds on this module's helpers
 
         GroupRoutes(self, self.manager).install(app)
@@ -306,8 +310,23 @@ class Api:
         if not self.rt.is_leader:
             return await self._forward(request, raw)
         if body.id not in self.rt.node.conf.members():
+            await self._make_room(body.id)
             await self.rt.add_learner(body.id, MemberInfo(body.peer_addr, body.api_addr))
         return _json({"members": views.members(self.rt)})
+
+    async def _make_room(self, joiner: str) -> None:
+        """A node joining is a replacement waiting: a failed voter goes
+        first, through consensus, so the electorate never counts a dead
+        member next to its replacement (S4, seed 004)."""
+        states = views.member_states(self.rt)
+        gone = cleanup(states, suspect_after_s=self.rt.election_timeout_s,
+                       dead_after_s=self.rt.dead_member_timeout_s, min_voters=self.rt.min_voters,
+                       replacements_waiting=1)
+        voters = [m for m in gone if m in self.rt.node.conf.voters]
+        if voters:
+            log.warning("node=%s removing failed voter %s before %s joins (no dead member is counted next "
+                        "to its replacement)", self.rt.id, voters[0], joiner)
+            await self.rt.change_membership(ConfChange(ConfChangeType.REMOVE, voters[0]))
 
     async def promote(self, request: web.Request) -> web.Response:
         if not self.rt.is_leader:
@@ -319,10 +338,36 @@ class Api:
         return _json({})
 
     async def remove_member(self, request: web.Request) -> web.Response:
+        """Remove a member. Refused, with the reason, when the member is
+        alive or the removal would break the quorum; ``?force=true``
+        overrides both, ``?reason=leave`` (a member leaving) only the first."""
         if not self.rt.is_leader:
             return await self._forward(request, None)
-        await self.rt.change_membership(ConfChange(ConfChangeType.REMOVE, request.match_info["id"]))
-        return _json({})
+        target = request.match_info["id"]
+        force = request.query.get("force", "").lower() in ("1", "true", "yes")
+        leaving = request.query.get("reason") == "leave"
+        conf = self.rt.node.conf
+        if target not in conf.members():
+            raise KeyNotFound(f"{target} is not a member (members: {', '.join(sorted(conf.members()))})")
+        if not force:
+            alive = views.alive_members(self.rt) - ({target} if leaving else set())
+            why = removal_refusal(set(conf.voters), alive, target)
+            if why is not None:
+                raise Conflict(why)
+        if target == self.rt.id:
+            raise Conflict(f"{target} leads: hand leadership over first (`quorate members transfer`), or make "
+                           "it leave (`quorate members leave`), which does both")
+        await self.rt.change_membership(ConfChange(ConfChangeType.REMOVE, target))
+        log.warning("node=%s removed member %s%s", self.rt.id, target,
+                    " (forced)" if force else " (it left)" if leaving else "")
+        return _json({"removed": target, "forced": force})
+
+    async def leave(self, request: web.Request) -> web.Response:
+        """This node leaves the cluster: leadership handed over if it leads,
+        removed from the configuration, then it stops."""
+        if self.leave_hook is None:
+            raise Conflict("this node cannot leave through the API (it runs without an agent)")
+        return _json(await self.leave_hook())
 
     async def transfer(self, request: web.Request) -> web.Response:
         raw = await request.read()

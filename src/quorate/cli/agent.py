@@ -103,6 +103,18 @@ AutoRecoverQuorumOpt = Annotated[bool | None, typer.Option(
          "provider confirms every missing voter terminated with its state gone and the survivors agree "
          "(default on). Off: the watchdog only restarts dead voters in place and says what "
          "`quorate recover` would do.")]
+DeadMemberOpt = Annotated[str | None, _opt(
+    "--dead-member-timeout", "A member unreachable this long counts as failed, and the leader removes it "
+    "from the configuration (never below --min-voters, never more than (N-1)/2 voters at once; default 72h, "
+    "as Habitat and Consul).", "DURATION")]
+MinVotersOpt = Annotated[int | None, _opt(
+    "--min-voters", "Automatic clean-up never leaves fewer voters than this (default: the managers group's "
+    "size, else 3).", "N")]
+LeaveOnTerminateOpt = Annotated[bool | None, typer.Option(
+    "--leave-on-terminate/--no-leave-on-terminate", show_default=False,
+    help="On SIGTERM, leave the cluster (hand over leadership, be removed from the configuration) before "
+         "exiting. Off by default, so that a restart (an upgrade, a reboot) keeps the membership and its data "
+         "count; use it for nodes that are going away for good.")]
 LogFileOpt = Annotated[Path | None, _opt("--log-file", "Append the log to this file instead of stderr.",
                                          "FILE")]
 ConfigOpt = Annotated[Path | None, _opt("--config", "TOML file with the same settings (snake_case keys); "
@@ -121,7 +133,8 @@ def agent(
     accept_rollback: AcceptRollbackOpt = None, auto_recover_after: AutoRecoverOpt = None,
     provider_dir: ProviderDirOpt = None, reconcile_interval: ReconcileOpt = None,
     provider_timeout: ProviderTimeoutOpt = None, quorum_grace: QuorumGraceOpt = None,
-    auto_recover: AutoRecoverQuorumOpt = None, log_file: LogFileOpt = None,
+    auto_recover: AutoRecoverQuorumOpt = None, dead_member_timeout: DeadMemberOpt = None,
+    min_voters: MinVotersOpt = None, leave_on_terminate: LeaveOnTerminateOpt = None, log_file: LogFileOpt = None,
     config: ConfigOpt = None, log_level: LogLevelOpt = "INFO",
 ) -> None:
     """Run a quorate manager node until SIGTERM or SIGINT.
@@ -138,6 +151,8 @@ def agent(
         "backup_keep": backup_keep, "accept_rollback": accept_rollback, "auto_recover_after_s": auto_recover_after,
         "provider_dir": provider_dir, "reconcile_interval_s": reconcile_interval,
         "provider_timeout_s": provider_timeout, "quorum_grace_s": quorum_grace, "auto_recover": auto_recover,
+        "dead_member_timeout_s": dead_member_timeout, "min_voters": min_voters,
+        "leave_on_terminate": leave_on_terminate,
     }
     level = log_level.upper()
     if level not in LOG_LEVELS:

@@ -78,13 +78,34 @@ def promote(ctx: typer.Context, node_id: IdArg, endpoint: EndpointOpt = None, to
 
 
 @app.command("remove")
-def remove(ctx: typer.Context, node_id: IdArg, endpoint: EndpointOpt = None, token: TokenOpt = None,
-           as_json: JsonOpt = False) -> None:
-    """Remove a member through consensus (a dead one, or to shrink)."""
+def remove(ctx: typer.Context, node_id: IdArg,
+           force: Annotated[bool, typer.Option("--force", help="Remove it even if it is alive or the removal "
+                                                           "breaks the quorum.")] = False,
+           endpoint: EndpointOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Remove a member through consensus (a dead one, or to shrink).
+
+    Refused, with the reason, when the member is alive (make it leave
+    instead) or when the removal would leave too few live voters for a
+    quorum; --force overrides both."""
     opts = _opts(ctx, endpoint, token, as_json)
     with cluster_errors(opts.json):
-        opts.client().remove(node_id)
-        _done(opts, {"removed": node_id}, f"{node_id} removed")
+        opts.client().remove(node_id, force=force)
+        _done(opts, {"removed": node_id, "forced": force}, f"{node_id} removed" + (" (forced)" if force else ""))
+
+
+@app.command("leave")
+def leave(ctx: typer.Context, endpoint: EndpointOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Make the node at --endpoint leave the cluster for good.
+
+    It hands leadership over if it leads, has itself removed from the
+    configuration, then stops."""
+    opts = _opts(ctx, endpoint, token, as_json)
+    urls = opts.endpoints()
+    if len(urls) != 1:
+        raise typer.BadParameter("give exactly one node: the one that leaves", param_hint="--endpoint")
+    with cluster_errors(opts.json):
+        data = opts.client().leave(urls[0])
+        _done(opts, data, f"{data.get('left')} left the cluster and is stopping")
 
 
 @app.command("transfer")

@@ -27,10 +27,15 @@ DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", show_default=Fals
                                                  help="Offline: the stopped node's data directory.")]
 IdOpt = Annotated[str | None, typer.Option("--id", show_default=False,
                                            help="Offline: the node id that data directory belongs to.")]
+RemoveOpt = Annotated[str | None, typer.Option(
+    "--remove", metavar="IDS", show_default=False,
+    help="Comma-separated voters to drop (the quorum advice in `quorate status`); default: every voter that "
+         "does not answer.")]
 YesOpt = Annotated[bool, typer.Option("--yes", help="Do it without asking (scripts).")]
 
 
-def recover(from_node: FromOpt = None, data_dir: DataDirOpt = None, node_id: IdOpt = None, yes: YesOpt = False,
+def recover(from_node: FromOpt = None, data_dir: DataDirOpt = None, node_id: IdOpt = None,
+            remove: RemoveOpt = None, yes: YesOpt = False,
             endpoint: EndpointOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
     """Force a new configuration from one survivor after a quorum was lost.
 
@@ -47,13 +52,14 @@ def recover(from_node: FromOpt = None, data_dir: DataDirOpt = None, node_id: IdO
     opts = ClusterOptions(endpoint, token, as_json)
     url = _endpoint_of(opts, from_node)
     client = Client([url], token=token, timeout=10.0, deadline=20.0, discover=False)
+    dropped = [m.strip() for m in remove.split(",") if m.strip()] if remove else None
     with cluster_errors(as_json):
-        plan = client.quorum_plan(url)
+        plan = client.quorum_plan(url, dropped)
     if not as_json:
         _print_plan(plan)
     _confirm(yes, f"force voters {plan['keep']} from {from_node} and remove {plan['remove']}?")
     with cluster_errors(as_json):
-        result = client.quorum_recover(url)
+        result = client.quorum_recover(url, dropped)
     if as_json:
         print_json(result)
     else:

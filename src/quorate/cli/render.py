@@ -77,10 +77,21 @@ def print_members(console: Console, members: Sequence[Member]) -> None:
     for name in ("id", "role", "health", "peer addr", "api addr", "last contact"):
         table.add_column(name)
     for m in members:
-        contact = "-" if m.last_contact_ms is None else f"{m.last_contact_ms} ms"
+        contact = "-" if m.last_contact_ms is None else _ms(m.last_contact_ms)
         table.add_row(escape(m.id), escape(m.role), _styled(m.health, _HEALTH_STYLE.get(m.health, "")),
                       escape(m.peer_addr), escape(m.api_addr), contact)
     console.print(table)
+
+
+def _ms(ms: int) -> str:
+    """A duration for people: 40 ms, 12.3 s, 5 min, 3 h."""
+    if ms < 10_000:
+        return f"{ms} ms"
+    if ms < 120_000:
+        return f"{ms / 1000:.1f} s"
+    if ms < 7_200_000:
+        return f"{ms // 60_000} min"
+    return f"{ms // 3_600_000} h"
 
 
 def _short(value: str, width: int = 60) -> str:

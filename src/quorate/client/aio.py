@@ -108,8 +108,8 @@ class AsyncClient:
     async def promote(self, node_id: str) -> None:
         await self._run(calls.promote(node_id))
 
-    async def remove(self, node_id: str) -> None:
-        await self._run(calls.remove(node_id))
+    async def remove(self, node_id: str, force: bool = False) -> None:
+        await self._run(calls.remove(node_id, force))
 
     async def recovery_status(self, endpoint: str | None = None) -> RecoveryStatus:
         """Recovery mode: the offers, the suggestion and the state."""

@@ -181,8 +181,11 @@ def promote(node_id: str) -> Call[None]:
     return Call(Request("POST", _member_path(node_id, "/promote"), body=b"{}"), lambda r: None, False)
 
 
-def remove(node_id: str) -> Call[None]:
-    return Call(Request("DELETE", _member_path(node_id)), lambda r: None, False)
+def remove(node_id: str, force: bool = False) -> Call[None]:
+    """Remove a member; refused when it is alive or the removal would break
+    the quorum, unless ``force``."""
+    query = (("force", "true"),) if force else ()
+    return Call(Request("DELETE", _member_path(node_id), query), lambda r: None, False)
 
 
 def transfer_leader(target: str | None = None) -> Call[str | None]:
@@ -205,15 +208,24 @@ def recovery_proceed(node: str | None = None) -> Call[dict[str, Any]]:
     return Call(Request("POST", "/v1/recovery/proceed", body=_body({"node": node})), _json, False)
 
 
-def quorum_plan(endpoint: str) -> Call[dict[str, Any]]:
-    """What forcing a new configuration from that node would do (a dry run)."""
-    return Call(Request("GET", "/v1/quorum/recover"), _object, True, endpoint=endpoint)
+def quorum_plan(endpoint: str, remove: list[str] | None = None) -> Call[dict[str, Any]]:
+    """What forcing a new configuration from that node would do (a dry run);
+    ``remove``: the voters to drop (default: those that do not answer)."""
+    query = (("remove", ",".join(remove)),) if remove else ()
+    return Call(Request("GET", "/v1/quorum/recover", query), _object, True, endpoint=endpoint)
 
 
-def quorum_recover(endpoint: str) -> Call[dict[str, Any]]:
+def quorum_recover(endpoint: str, remove: list[str] | None = None) -> Call[dict[str, Any]]:
     """Force a new configuration from that node (quorum-loss recovery)."""
-    return Call(Request("POST", "/v1/quorum/recover", body=_body({"confirm": True})), _object, False,
-                endpoint=endpoint)
+    body: dict[str, Any] = {"confirm": True}
+    if remove:
+        body["remove"] = list(remove)
+    return Call(Request("POST", "/v1/quorum/recover", body=_body(body)), _object, False, endpoint=endpoint)
+
+
+def leave(endpoint: str) -> Call[dict[str, Any]]:
+    """That node leaves the cluster (leadership handed over, removed, stopped)."""
+    return Call(Request("POST", "/v1/leave"), _object, False, endpoint=endpoint)
 
 
 #: Seconds a backup download or restore may take beyond the request timeout.

@@ -123,7 +123,8 @@ class Member:
     def from_json(cls, data: Any) -> Member:
         d = _mapping(data, "a member")
         contact = _get(d, "last_contact_ms", (int, float, type(None)), None)
-        return cls(id=_get(d, "id", str), peer_addr=_get(d, "peer_addr", str), api_addr=_get(d, "api_addr", str),
+        return cls(id=_get(d, "id", str), peer_addr=_get(d, "peer_addr", (str, type(None)), "") or "",
+                   api_addr=_get(d, "api_addr", (str, type(None)), "") or "",
                    role=_get(d, "role", str), health=_get(d, "health", str, "alive"),
                    last_contact_ms=None if contact is None else int(contact), raw=d)
 

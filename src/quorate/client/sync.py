@@ -115,8 +115,8 @@ class Client:
     def promote(self, node_id: str) -> None:
         self._run(calls.promote(node_id))
 
-    def remove(self, node_id: str) -> None:
-        self._run(calls.remove(node_id))
+    def remove(self, node_id: str, force: bool = False) -> None:
+        self._run(calls.remove(node_id, force))
 
     def recovery_status(self, endpoint: str | None = None) -> RecoveryStatus:
         """Recovery mode: the offers, the suggestion and the state."""
@@ -126,13 +126,17 @@ class Client:
         """Restore ``node``'s backup (None: the suggested one)."""
         return self._run(calls.recovery_proceed(node))
 
-    def quorum_plan(self, endpoint: str) -> dict[str, Any]:
+    def quorum_plan(self, endpoint: str, remove: list[str] | None = None) -> dict[str, Any]:
         """What ``quorate recover`` from that node would do (nothing is changed)."""
-        return self._run(calls.quorum_plan(endpoint))
+        return self._run(calls.quorum_plan(endpoint, remove))
 
-    def quorum_recover(self, endpoint: str) -> dict[str, Any]:
+    def quorum_recover(self, endpoint: str, remove: list[str] | None = None) -> dict[str, Any]:
         """Force a new configuration from that node: quorum-loss recovery."""
-        return self._run(calls.quorum_recover(endpoint))
+        return self._run(calls.quorum_recover(endpoint, remove))
+
+    def leave(self, endpoint: str) -> dict[str, Any]:
+        """Make the node at ``endpoint`` leave the cluster."""
+        return self._run(calls.leave(endpoint))
 
     def backup_save(self) -> bytes:
         """A fresh backup of the store (the bytes of a backup file)."""

@@ -29,12 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from quorate.errors import QuorateError
-from quorate.providers.base import Instance, Provider, ProviderError
+from quorate.providers.base import Instance, InstanceState, Provider, ProviderError
 from quorate.providers.registry import make_provider
 from quorate.runtime.raft_loop import RaftRuntime
+from quorate.runtime.views import member_states
 
 from .backoff import CrashBackoff
 from .execute import Executor, GroupContext, LostLeadership
+from .electorate import cleanup
 from .health import HealthTracker
 from .model import (
     GROUPS_PREFIX,
@@ -59,6 +61,7 @@ class ManagerSettings:
     concurrency: int = 4                # actions executed at once
     cluster_id: str = "quorate"
     api_scheme: str = "http"
+    min_voters: int | None = None       # None: the managers group's size, else 3
     backoff_first_s: float = 1.0        # crash-loop back-off (backoff.py)
     backoff_max_s: float = 30.0
     crash_window_s: float = 10.0
@@ -360,7 +363,37 @@ class Manager:
                          "".join(f"; {n}" for n in p.notes))
         for gone in set(self._results) - set(groups):
             del self._results[gone]
+        self._note_confirmed_dead(specs, records, listed)
+        await self._clean_electorate(executor)
         self._m.reconcile_cycles.inc()
+
+    def _note_confirmed_dead(self, specs: dict[str, GroupSpec], records: dict[str, dict[str, SlotRecord]],
+                             listed: dict[str, list[Instance]]) -> None:
+        """Which members the provider confirms dead (for `quorate members`),
+        and the minimum voter count clean-up keeps (the managers' size)."""
+        states = {i.id: i.state for i in listed.get(MANAGERS_GROUP, [])}
+        dead = {r.member_id for r in records.get(MANAGERS_GROUP, {}).values()
+                if r.member_id and states.get(r.instance_id, InstanceState.TERMINATED) is InstanceState.TERMINATED}
+        self.rt.confirmed_dead = frozenset(dead)
+        managers = specs.get(MANAGERS_GROUP)
+        self.rt.min_voters = self.settings.min_voters or (len(managers.slots()) if managers else 3)
+
+    async def _clean_electorate(self, executor: Executor) -> None:
+        """Remove members failed for longer than the dead-member timeout,
+        one per cycle (S4)."""
+        gone = cleanup(member_states(self.rt), suspect_after_s=self.rt.election_timeout_s,
+                       dead_after_s=self.rt.dead_member_timeout_s, min_voters=self.rt.min_voters)
+        if not gone:
+            return
+        member = gone[0]
+        down = self.rt.down_since.get(member)
+        log.warning("node=%s term=%d removing failed member %s (not heard from for %.0fs, past the dead-member "
+                    "timeout of %.0fs)", self.rt.id, executor.term, member,
+                    0 if down is None else time.monotonic() - down, self.rt.dead_member_timeout_s)
+        try:
+            await executor.remove_member(member)
+        except (QuorateError, TimeoutError) as exc:
+            log.warning("node=%s removing failed member %s did not succeed: %s", self.rt.id, member, exc)
 
     def _note_unknown_group(self, gid: str, count: int) -> None:
         note = (f"{count} instance(s) of group {gid!r} are not in the store; left alone "

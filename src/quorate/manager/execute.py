@@ -121,12 +121,12 @@ class Executor:
             await self._write_record(self._record(ctx.spec, action.slot, action.incarnation),
                                      prev=old.revision if old else 0)
             await self._destroy(ctx, action.old_instance_id)
-            await self._remove_member(action.old_member_id)
+            await self.remove_member(action.old_member_id)
             return await self._create(ctx, action.slot, action.incarnation)
         if isinstance(action, Retire):
             if action.instance_id in ctx.self_instances:
                 return self._hand_off("it is this leader's own instance")
-            await self._remove_member(action.member_id)
+            await self.remove_member(action.member_id)
             if action.instance_id:
                 await self._destroy(ctx, action.instance_id)
             old = ctx.records.get(action.slot)
@@ -160,7 +160,7 @@ class Executor:
             new = member_id(slot, incarnation)
             for old in sorted(self.rt.node.conf.members()):
                 if old != new and slot_of_member(old) == slot:
-                    await self._remove_member(old)
+                    await self.remove_member(old)
         self.check_leading()
         inst = await self._bounded(f"creating {launch.instance_id}", ctx.provider.create(launch, self.term))
         return f"{inst.id} pid {inst.pid}" if inst.pid else inst.id
@@ -169,7 +169,7 @@ class Executor:
         self.check_leading()
         await self._bounded(f"destroying {instance_id}", ctx.provider.destroy(instance_id, self.term))
 
-    async def _remove_member(self, member: str | None) -> None:
+    async def remove_member(self, member: str | None) -> None:
         """Remove a dead manager from the Raft configuration before anything
         replaces it, so dead members never pile up in the electorate."""
         if member is None or member not in self.rt.node.conf.members():

@@ -228,9 +228,15 @@ def _repair(obs: GroupObservation, spec: GroupSpec, slot: str, rec: SlotRecord, 
     if state is InstanceState.UNKNOWN:
         return f"slot {slot}: instance {iid} state unknown; waiting, not replacing"
     if state is InstanceState.TERMINATED:
-        if spec.is_logical and o.state_intact:
+        departed = (obs.group == MANAGERS_GROUP and rec.member_id is not None
+                    and rec.member_id not in obs.members)
+        if spec.is_logical and o.state_intact and not departed:
             return Restart(obs.group, slot, iid, rec.incarnation,
                            f"slot {slot}: instance {iid} terminated; restart in place with its own state")
+        if departed:
+            # It left (or was removed): its old state names a configuration
+            # it is no longer in, so a new member takes the slot.
+            return _replace(obs.group, slot, rec, listed, f"terminated after member {rec.member_id} departed")
         return _replace(obs.group, slot, rec, listed, "terminated")
     return _replace(obs.group, slot, rec, listed, "is unhealthy")
 

@@ -62,16 +62,24 @@ class QuorumRoutes:
         return _json({"id": self.rt.id, "epoch": self.rt.sm.epoch, "decision": decision_json(self.wd.latest),
                       "forced": self.wd.forced})
 
-    async def _plan(self) -> dict[str, Any]:
+    async def _plan(self, remove: list[str] | None = None) -> dict[str, Any]:
+        """What forcing from this node would do. By default it keeps the
+        voters that answer; ``remove`` names the ones to drop instead (the
+        quorum advice: the fewest whose removal restores a quorum)."""
         node = self.rt.node
         if node.role is Role.LEADER or node.leader is not None:
             raise Conflict(f"the cluster has a leader ({node.leader}): there is nothing to recover")
         if self.rt.id not in node.conf.voters:
             raise Conflict(f"{self.rt.id} is not a voter: recover from one of {sorted(node.conf.voters)}")
+        if remove is not None:
+            strangers = set(remove) - set(node.conf.voters)
+            if strangers or self.rt.id in remove or not remove:
+                raise BadRequest(f"remove must name voters other than {self.rt.id}; voters: "
+                                 f"{sorted(node.conf.voters)}")
         obs = await self.wd.observe(0.0)
-        best = recovery_leader(obs.answers)
-        keep = sorted(obs.answers)
-        removed = sorted(obs.voters - set(obs.answers))
+        keep = sorted(set(obs.answers) if remove is None else set(obs.voters) - set(remove))
+        best = recovery_leader({m: f for m, f in obs.answers.items() if m in keep})
+        removed = sorted(obs.voters - set(keep))
         warnings = [f"{m} is {obs.verdicts.get(m).value if obs.verdicts.get(m) else 'unknown'} according to "
                     "the provider: if it is in fact alive, forcing makes a second cluster (split brain); "
                     "make sure it is stopped for good first"
@@ -85,7 +93,8 @@ class QuorumRoutes:
                 "warnings": warnings}
 
     async def plan(self, request: web.Request) -> web.Response:
-        return _json(await self._plan())
+        raw = request.query.get("remove")
+        return _json(await self._plan([m for m in raw.split(",") if m] if raw else None))
 
     async def recover(self, request: web.Request) -> web.Response:
         try:
@@ -94,7 +103,10 @@ class QuorumRoutes:
             raise BadRequest("the body is not valid JSON") from None
         if not isinstance(body, dict) or body.get("confirm") is not True:
             raise BadRequest('forcing a new configuration needs {"confirm": true}; see GET /v1/quorum/recover')
-        plan = await self._plan()
+        remove = body.get("remove")
+        if remove is not None and (not isinstance(remove, list) or not all(isinstance(m, str) for m in remove)):
+            raise BadRequest("remove must be a list of member ids")
+        plan = await self._plan(remove)
         if plan["most_up_to_date"] != self.rt.id:
             raise Conflict(f"{plan['most_up_to_date']} has a more up-to-date log than {self.rt.id}: recover "
                            f"from it (quorate recover --from {plan['most_up_to_date']}), or entries it holds "

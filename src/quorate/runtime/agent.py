@@ -21,6 +21,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from quorate.errors import Conflict
 from quorate.http_session import new_session
 from quorate.api.server import Api
 from quorate.config import AgentConfig, parse_hostport
@@ -78,10 +79,14 @@ class Agent:
             cluster_id=cfg.cluster_id, backup_interval_s=cfg.backup_interval_s,
             accept_rollback=cfg.accept_rollback, auto_recover_after_s=cfg.auto_recover_after_s,
             on_refuse=self._refuse)
+        self.runtime.dead_member_timeout_s = cfg.dead_member_timeout_s
+        self.runtime.min_voters = cfg.min_voters or 3
+        self._left = False
         self.manager = Manager(self.runtime, ManagerSettings(
             provider_dir=cfg.provider_path, interval_s=cfg.reconcile_interval_s,
             call_timeout_s=cfg.provider_timeout_s, barrier_timeout_s=max(2 * cfg.request_timeout_s, 5.0),
-            cluster_id=cfg.cluster_id, api_scheme="https" if self._ssl_client else "http"),
+            cluster_id=cfg.cluster_id, api_scheme="https" if self._ssl_client else "http",
+            min_voters=cfg.min_voters),
             may_run=self.recovery.healthy)
         self.watchdog = QuorumWatchdog(
             self.runtime, self.manager, grace_s=cfg.quorum_grace, interval_s=cfg.election_timeout_s,
@@ -117,6 +122,7 @@ class Agent:
         quorum = QuorumRoutes(self.watchdog)
         api = Api(self.runtime, api_token=self.cfg.api_token, peer_ssl=self._ssl_client, gate=self.recovery,
                   manager=self.manager, status_hooks=[quorum.adjust_status])
+        api.leave_hook = self.leave
         app = api.app()
         RecoveryRoutes(self.recovery).install(app)
         quorum.install(app)
@@ -205,6 +211,50 @@ class Agent:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
+    async def leave(self) -> dict[str, object]:
+        """Leave the cluster for good: hand leadership over if this node
+        leads, have the leader remove it, then stop (exit 0)."""
+        rt = self.runtime
+        if self._left:
+            return {"left": self.cfg.id, "already": True}
+        if self.cfg.id not in rt.node.conf.members():
+            raise Conflict(f"{self.cfg.id} is not a member")
+        if rt.node.conf.voters == {self.cfg.id}:
+            raise Conflict(f"{self.cfg.id} is the only voter: it cannot leave its own cluster")
+        if rt.is_leader:
+            await self._hand_over_leadership()
+            if rt.is_leader:
+                raise Conflict("leadership could not be handed over in time; nothing changed, try again")
+        await self._remove_self()
+        self._left = True
+        log.warning("node=%s left the cluster; stopping", self.cfg.id)
+        asyncio.get_running_loop().call_later(0.2, self.request_stop)
+        return {"left": self.cfg.id}
+
+    async def _remove_self(self) -> None:
+        """Ask the leader to remove this node (reason: leave), and wait
+        until the removal is applied here or the leader stops answering."""
+        rt = self.runtime
+        deadline = asyncio.get_running_loop().time() + 2 * self.cfg.request_timeout_s + 5
+        scheme = "https" if self._ssl_client else "http"
+        headers = {"Authorization": f"Bearer {self.cfg.api_token}"} if self.cfg.api_token else {}
+        async with new_session(timeout=aiohttp.ClientTimeout(total=self.cfg.request_timeout_s + 2)) as session:
+            while self.cfg.id in rt.node.conf.members():
+                if asyncio.get_running_loop().time() > deadline:
+                    raise Conflict("the leader did not remove this node in time; try again")
+                info = rt.leader_info()
+                if info is not None and info.api_addr and rt.leader_id != self.cfg.id:
+                    try:
+                        url = f"{scheme}://{info.api_addr}/v1/members/{self.cfg.id}?reason=leave"
+                        async with session.delete(url, headers=headers, ssl=self._ssl_client) as resp:
+                            body = await resp.json(content_type=None)
+                            if resp.status == 200 or resp.status == 404:
+                                return
+                            log.info("node=%s leave: the leader answered %s %s", self.cfg.id, resp.status, body)
+                    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+                        log.info("node=%s leave: asking the leader failed: %s", self.cfg.id, exc)
+                await asyncio.sleep(0.2)
+
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -213,6 +263,11 @@ class Agent:
 
     async def shutdown(self) -> None:
         log.info("node=%s shutting down", self.cfg.id)
+        if self.cfg.leave_on_terminate and not self._left and self.exit_code == 0:
+            try:
+                await self.leave()
+            except Exception as exc:  # stopping anyway; the dead-member clean-up will catch up
+                log.warning("node=%s could not leave before stopping: %s", self.cfg.id, exc)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -125,8 +125,15 @@ class RaftRuntime:
         self.leadership: LatestValue[Leadership] = LatestValue(Leadership(False, 0, None))
         # Bumped after every apply batch: watches wait on it.
         self.applied: LatestValue[int] = LatestValue(0)
-        # When we last heard from each peer (monotonic seconds).
+        # When we last heard from each peer, and since when a member has not
+        # been heard from within an election timeout (monotonic seconds).
         self.last_contact: dict[NodeId, float] = {}
+        self.down_since: dict[NodeId, float] = {}
+        # Members the provider confirms dead (set by the manager) and how long
+        # a member may be unreachable before it counts as failed (S4).
+        self.confirmed_dead: frozenset[NodeId] = frozenset()
+        self.dead_member_timeout_s = 72 * 3600.0
+        self.min_voters = 3  # automatic clean-up never goes below (the manager keeps it current)
         self._io = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"io-{node_id}")
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -217,7 +224,23 @@ class RaftRuntime:
             self.node.tick()
             if self.node.role is Role.LEADER:
                 self._maybe_promote_learners()
+            self._track_down()
             self._wake()
+
+    def _track_down(self) -> None:
+        """When each member stopped being heard from (electorate hygiene
+        needs how long it has been down, not only when it was last seen)."""
+        now = time.monotonic()
+        members = self.node.conf.members()
+        for m in members:
+            seen = self.last_contact.get(m)
+            alive = m == self.id or (seen is not None and now - seen < self.election_timeout_s)
+            if alive:
+                self.down_since.pop(m, None)
+            else:
+                self.down_since.setdefault(m, seen if seen is not None else now)
+        for gone in set(self.down_since) - members:
+            del self.down_since[gone]
 
     def _die(self, exc: BaseException) -> None:
         log.critical("node=%s fatal error in the consensus loop: %r", self.id, exc, exc_info=exc)

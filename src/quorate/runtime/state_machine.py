@@ -30,6 +30,7 @@ SNAPSHOT_FORMAT = 1
 # Each member registers its current addresses under this reserved prefix
 # (a bootstrap only knows peer addresses; the API address comes from here).
 MEMBER_PREFIX = "_quorate/members/"
+DEPARTED_KEEP = 100
 
 
 class StateMachineError(Exception):
@@ -62,12 +63,16 @@ class StateMachine:
         # Bumped by every forced configuration (quorum-loss recovery): a
         # member of an older epoch is refused by the peers (transport).
         self.epoch = 0
+        # Members that left or were removed: id -> the log index of that
+        # change (the newest DEPARTED_KEEP of them), so `quorate members`
+        # can still say where a member went.
+        self.departed: dict[NodeId, int] = {}
 
     def apply(self, entry: Entry) -> ApplyResult | None:
         """Apply one committed entry; returns the KV result for NORMAL ones."""
         self.applied_index = entry.index
         if entry.kind is EntryKind.CONF_CHANGE:
-            self._apply_conf_change(ConfChange.decode(entry.data))
+            self._apply_conf_change(ConfChange.decode(entry.data), entry.index)
             return None
         if not entry.data:
             return None  # a leader's no-op
@@ -76,17 +81,27 @@ class StateMachine:
             self._record_event(entry.data, result.revision)
         return result
 
-    def _apply_conf_change(self, cc: ConfChange) -> None:
+    def _apply_conf_change(self, cc: ConfChange, index: int) -> None:
         if cc.type is ConfChangeType.FORCE:
             voters, self.epoch = cc.forced()
+            for gone in sorted(set(self.members) - voters):
+                self._depart(gone, index)
             self.members = {m: i for m, i in self.members.items() if m in voters}
             return
         if cc.type is ConfChangeType.REMOVE:
             self.members.pop(cc.node_id, None)
+            self._depart(cc.node_id, index)
             return
+        self.departed.pop(cc.node_id, None)
         info = MemberInfo.decode(cc.context)
         if info is not None:
             self.members[cc.node_id] = info
+
+    def _depart(self, node: NodeId, index: int) -> None:
+        self.departed[node] = index
+        if len(self.departed) > DEPARTED_KEEP:
+            oldest = min(self.departed, key=lambda m: (self.departed[m], m))
+            del self.departed[oldest]
 
     def _record_event(self, data: bytes, revision: int) -> None:
         try:
@@ -109,7 +124,7 @@ class StateMachine:
     def snapshot(self) -> bytes:
         members = {m: [i.peer_addr, i.api_addr] for m, i in sorted(self.members.items())}
         return msgpack.packb({"format": SNAPSHOT_FORMAT, "kv": self.kv.snapshot(), "members": members,
-                              "epoch": self.epoch})
+                              "epoch": self.epoch, "departed": dict(sorted(self.departed.items()))})
 
     def restore(self, snap: Snapshot) -> None:
         """Replace the whole state with ``snap`` (installed from the leader
@@ -121,10 +136,12 @@ class StateMachine:
             kv = KVStore.restore(raw["kv"])
             members = {str(m): MemberInfo(str(a[0]), str(a[1])) for m, a in raw["members"].items()}
             epoch = int(raw.get("epoch", 0))
+            departed = {str(m): int(i) for m, i in raw.get("departed", {}).items()}
         except Exception as exc:  # any decoding failure is one error for the caller
             raise StateMachineError(f"snapshot at index {snap.meta.index} is unreadable: {exc}") from exc
         self.kv = kv
         self.members = members
         self.epoch = epoch
+        self.departed = departed
         self.history.reset(kv.revision)
         self.applied_index = snap.meta.index

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from quorate.manager.electorate import DEPARTED, MemberState, health, quorum_advice
 from quorate.raft import Role
 
 from .raft_loop import RaftRuntime
@@ -48,6 +49,7 @@ def problems(rt: RaftRuntime) -> list[str]:
             f"no leader is known in term {node.term}: writes and linearizable reads are refused. "
             f"A leader needs {len(voters) // 2 + 1} of the {len(voters)} voters ({', '.join(voters)}) "
             "to reach each other; check which of them are down or cut off")
+        out += _advice(rt)
     elif not has_quorum(rt):
         out.append(f"the leader {node.leader} has not been heard from within an election timeout")
     if len(voters) % 2 == 0 and voters:
@@ -55,6 +57,23 @@ def problems(rt: RaftRuntime) -> list[str]:
             f"{len(voters)} voters is an even number: it tolerates no more failures than "
             f"{len(voters) - 1} would; add or remove one voter")
     return out
+
+
+def _advice(rt: RaftRuntime) -> list[str]:
+    """Which members' removal would restore the quorum (seed 004: name
+    them, and the command), once the others have been down a while."""
+    voters = set(rt.node.conf.voters)
+    alive = alive_members(rt) & voters
+    down = [m for m in voters - alive if rt.down_since.get(m) is not None]
+    if len(down) < len(voters - alive):
+        return []  # not heard from since this node started: too early to advise
+    now = time.monotonic()
+    remove = quorum_advice(voters, alive, {m: now - rt.down_since[m] for m in down})
+    if not remove:
+        return []
+    return [f"removing {', '.join(remove)} (not heard from) would restore a quorum of the "
+            f"{len(voters) - len(remove)} remaining voters; if they are gone for good run: "
+            f"quorate recover --from {rt.id} --remove {','.join(remove)}"]
 
 
 def status(rt: RaftRuntime) -> dict[str, Any]:
@@ -73,24 +92,42 @@ def status(rt: RaftRuntime) -> dict[str, Any]:
     }
 
 
-def members(rt: RaftRuntime) -> list[dict[str, Any]]:
+def member_states(rt: RaftRuntime) -> list[MemberState]:
+    """Every member as this node sees it (the leader's view is the one that
+    counts: followers forward /v1/members to it)."""
     node = rt.node
     now = time.monotonic()
     out = []
     for m in sorted(node.conf.members()):
-        info = rt.sm.members.get(m)
-        if m == rt.id:
-            since_ms: int | None = 0
-        else:
-            seen = rt.last_contact.get(m)
-            since_ms = None if seen is None else int((now - seen) * 1000)
-        alive = since_ms is not None and since_ms < rt.election_timeout_s * 1000
+        seen = now if m == rt.id else rt.last_contact.get(m)
+        down = rt.down_since.get(m)
+        out.append(MemberState(m, m in node.conf.voters, None if seen is None else now - seen,
+                               0.0 if down is None else now - down, m in rt.confirmed_dead))
+    return out
+
+
+def alive_members(rt: RaftRuntime) -> set[str]:
+    return {m.id for m in member_states(rt)
+            if m.last_contact_s is not None and m.last_contact_s < rt.election_timeout_s}
+
+
+def members(rt: RaftRuntime) -> list[dict[str, Any]]:
+    """Current members with their health, then the departed ones (newest first)."""
+    out = []
+    for m in member_states(rt):
+        info = rt.sm.members.get(m.id)
         out.append({
-            "id": m,
+            "id": m.id,
             "peer_addr": info.peer_addr if info else None,
             "api_addr": info.api_addr if info else None,
-            "role": "voter" if m in node.conf.voters else "learner",
-            "health": "alive" if alive else "suspect",
-            "last_contact_ms": since_ms,
+            "role": "voter" if m.voter else "learner",
+            "health": health(m, suspect_after_s=rt.election_timeout_s, dead_after_s=rt.dead_member_timeout_s),
+            "last_contact_ms": None if m.last_contact_s is None else int(m.last_contact_s * 1000),
+            "down_ms": int(m.down_for_s * 1000),
         })
+    for m, index in sorted(rt.sm.departed.items(), key=lambda kv: -kv[1]):
+        if m in rt.node.conf.members():
+            continue
+        out.append({"id": m, "peer_addr": None, "api_addr": None, "role": "departed", "health": DEPARTED,
+                    "last_contact_ms": None, "departed_at_index": index})
     return out

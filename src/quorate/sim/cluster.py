@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 from quorate.raft import bootstrap_state
@@ -14,9 +15,10 @@ from quorate.testing import MemoryStorage
 from .checkers import Safety, check_digests
 from .client import Client, ClientSettings, ClientWorld
 from .events import EventLoop
-from .nemesis import Nemesis, NemesisSettings
+from .nemesis import Fault, Nemesis, NemesisSettings
 from .network import Network, NetworkConfig
 from .node import NodeEnv, NodeSettings, RunStats, SimNode, Status
+from .recovery import Recovery, RecoverySettings
 from .trace import Trace
 
 
@@ -36,6 +38,7 @@ class SimConfig:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     clients: ClientSettings = field(default_factory=ClientSettings)
     nemesis: NemesisSettings = field(default_factory=NemesisSettings)
+    recovery: RecoverySettings = field(default_factory=RecoverySettings)
     keep_trace: bool = False
     # Draw flow-control, batching, snapshot-chunk limits, heartbeat period
     # and network delays per seed, so the sweep covers one-entry appends, a
@@ -76,6 +79,15 @@ class Cluster:
         variation = random.Random(self.rng.getrandbits(64))
         raft_cfg = cfg.raft_config(variation)
         net_cfg = cfg.network_config(variation)
+        watchdog = cfg.recovery.enabled or Fault.QUORUM_LOSS in cfg.nemesis.faults
+        if watchdog:
+            # Recovery presupposes what the runtime always runs with: check-
+            # quorum (a leader that lost its quorum steps down, so the
+            # watchdog sees no leader) and pre-vote (without it, a survivor
+            # still in the old configuration, which can never win, keeps
+            # campaigning at ever higher terms and resets the forced node's
+            # election timer: a livelock).
+            raft_cfg = dataclasses.replace(raft_cfg, check_quorum=True, pre_vote=True)
         self.network = Network(
             self.loop, random.Random(self.rng.getrandbits(64)), net_cfg, self._deliver
         )
@@ -105,6 +117,11 @@ class Cluster:
             for c in range(cfg.clients.clients)
         ]
         self.nemesis = Nemesis(self, random.Random(self.rng.getrandbits(64)), cfg.nemesis)
+        self.recovery: Recovery | None = None
+        if watchdog:
+            self.recovery = Recovery(self, random.Random(self.rng.getrandbits(64)), cfg.recovery)
+            self.env.on_start = self.recovery.on_start
+            self.env.on_forced = self.recovery.on_forced
 
     # -- wiring ----------------------------------------------------------------
 
@@ -185,8 +202,13 @@ class Cluster:
         return leader
 
     def final_checks(self) -> None:
-        """State machine safety across nodes that applied the same prefix."""
-        check_digests((n.id, n.applied, n.kv.digest()) for n in self.running())
+        """State machine safety across nodes of one epoch that applied the
+        same prefix."""
+        by_epoch: dict[int, list[tuple[str, int, str]]] = defaultdict(list)
+        for n in self.running():
+            by_epoch[n.epoch].append((n.id, n.applied, n.kv.digest()))
+        for epoch in sorted(by_epoch):
+            check_digests(by_epoch[epoch])
 
 
 def _describe(cfg: RaftConfig) -> str:

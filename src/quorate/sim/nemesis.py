@@ -13,9 +13,16 @@ Kinds (selectable, see ``parse_faults``):
   it to voter once it caught up, or remove a voter (voters stay within 3..7,
   one change at a time); a removed node is stopped for good.
 - transfer: the leader hands leadership to another voter (TimeoutNow).
+- quorum_loss (not part of ``all``: ``--faults all,quorum_loss``): a
+  majority of the voters fail at once, each one crashed with its state
+  intact, dead with its state gone for good, paused, or cut off (alone or
+  together); one kind for all of them or a mix. The watchdogs of
+  ``recovery.py`` are then to restart, force or wait. While recovery from a
+  quorum loss of dead voters is awaited, no other fault is injected.
 
-``stop`` ends the fault phase: it heals, resumes and restarts everything, so
-the liveness check can demand that the cluster recovers.
+``stop`` ends the fault phase: it heals, resumes and restarts everything
+(but the nodes whose state was lost), so the liveness check can demand that
+the cluster recovers.
 """
 
 from __future__ import annotations
@@ -42,35 +49,47 @@ class Fault(enum.Enum):
     PAUSE = "pause"
     MEMBERSHIP = "membership"
     TRANSFER = "transfer"
+    QUORUM_LOSS = "quorum_loss"
+
+
+# What ``all`` means: every kind but quorum_loss, so that sweeps keep their
+# meaning; add it with ``all,quorum_loss``.
+ALL_FAULTS = frozenset(f for f in Fault if f is not Fault.QUORUM_LOSS)
+
+# How each victim of a quorum loss fails.
+QL_MODES = ("crash", "lose", "pause", "partition")
 
 
 def parse_faults(text: str) -> frozenset[Fault]:
-    """``none``, ``all`` or a comma-separated list of fault kinds."""
+    """``none``, or a comma-separated list of fault kinds and ``all``."""
     names = [t.strip().lower() for t in text.split(",") if t.strip()]
     if names in ([], ["none"]):
         return frozenset()
-    if names == ["all"]:
-        return frozenset(Fault)
     known = {f.value: f for f in Fault}
-    unknown = [n for n in names if n not in known]
+    unknown = [n for n in names if n not in known and n != "all"]
     if unknown:
         raise ValueError(
             f"unknown fault kind(s) {', '.join(unknown)}; known: none, all, "
             + ", ".join(sorted(known))
         )
-    return frozenset(known[n] for n in names)
+    kinds: set[Fault] = set()
+    for n in names:
+        kinds |= ALL_FAULTS if n == "all" else {known[n]}
+    return frozenset(kinds)
 
 
 def format_faults(faults: Iterable[Fault]) -> str:
-    names = sorted(f.value for f in faults)
-    if not names:
+    kinds = frozenset(faults)
+    if not kinds:
         return "none"
-    return "all" if len(names) == len(Fault) else ",".join(names)
+    if ALL_FAULTS <= kinds:
+        return ",".join(["all", *sorted(f.value for f in kinds - ALL_FAULTS)])
+    return ",".join(sorted(f.value for f in kinds))
 
 
 @dataclass(frozen=True, slots=True)
 class NemesisSettings:
-    faults: frozenset[Fault] = frozenset(Fault)
+    faults: frozenset[Fault] = ALL_FAULTS
     min_gap_ms: int = 100  # between two fault decisions
     max_gap_ms: int = 500
     min_fault_ms: int = 150  # how long a fault lasts
@@ -97,6 +116,8 @@ class Nemesis:
         self.partitioned = False
         self.pending: _ConfPending | None = None
         self._next_id = len(cluster.nodes) + 1
+        # A quorum loss of paused or cut-off voters lasts until this time.
+        self._quorum_loss_until = 0
 
     def start(self) -> None:
         if not self.cfg.faults:
@@ -114,6 +135,10 @@ class Nemesis:
     def _act(self) -> None:
         if not self.active:
             return
+        recovery = self.cluster.recovery
+        if recovery is not None and recovery.armed:
+            self._schedule()  # awaiting recovery from dead voters: no other fault
+            return
         kind = self.rng.choice(sorted(self.cfg.faults, key=lambda f: f.value))
         {
             Fault.PARTITION: self._partition,
@@ -122,6 +147,7 @@ class Nemesis:
             Fault.PAUSE: self._pause,
             Fault.MEMBERSHIP: self._membership,
             Fault.TRANSFER: self._transfer,
+            Fault.QUORUM_LOSS: self._quorum_loss,
         }[kind]()
         self._schedule()
 
@@ -158,6 +184,8 @@ class Nemesis:
         if self.partitioned:
             self.cluster.network.heal()
             self.partitioned = False
+            if self.cluster.recovery is not None:
+                self.cluster.recovery.provider.unseen.clear()
             self._log("heal partition")
 
     # -- crashes and pauses ----------------------------------------------------
@@ -308,6 +336,99 @@ class Nemesis:
         ):
             self.cluster.retire(node)
 
+    # -- quorum loss ---------------------------------------------------------------
+
+    def _quorum_loss(self) -> None:
+        cluster = self.cluster
+        if cluster.recovery is None or cluster.loop.now < self._quorum_loss_until:
+            return
+        leader = cluster.leader()
+        if leader is None or leader.raft is None:
+            return
+        voters = sorted(leader.raft.conf_state.voters)
+        need = len(voters) // 2 + 1
+        # At least one voter that runs now must survive (with its state), or
+        # nothing could ever recover: a real cluster loses no more than that.
+        alive = [v for v in voters if (n := cluster.nodes.get(v)) is not None and n.alive]
+        if len(voters) - need < 1 or not alive:
+            return
+        survivor = self.rng.choice(alive)
+        victims = sorted(self.rng.sample([v for v in voters if v != survivor], need))
+        style = self.rng.choice(("crash", "lose", "pause", "partition", "mixed"))
+        if style == "mixed":
+            modes = {v: self.rng.choice(QL_MODES) for v in victims}
+        else:
+            modes = {v: style for v in victims}
+        if self.partitioned:  # one partition at a time: pause them instead
+            modes = {v: "pause" if m == "partition" else m for v, m in modes.items()}
+        self.strike(modes)
+
+    def strike(self, modes: dict[str, str], together: bool | None = None,
+               unseen: Iterable[str] | None = None, duration: int | None = None) -> None:
+        """Fail these voters at once, each as ``modes`` says (crash: dead,
+        state intact; lose: dead, state gone; pause; partition: cut off, all
+        together or each alone). Paused and cut-off ones come back after
+        ``duration``; the provider cannot see the cut-off ones in ``unseen``
+        (drawn at random when not given)."""
+        cluster = self.cluster
+        loop = cluster.loop
+        recovery = cluster.recovery
+        assert recovery is not None, "quorum loss needs the watchdog (recovery) on"
+        rng = self.rng
+        victims = sorted(modes)
+        cut = [v for v in victims if modes[v] == "partition"]
+        if together is None and cut:
+            together = rng.random() < 0.5
+        if unseen is None:
+            unseen = [v for v in cut if rng.random() < recovery.cfg.unseen_rate]
+        if duration is None:
+            duration = self._duration()
+        mark = recovery.mark()
+        said = []
+        for v in victims:
+            node = cluster.nodes[v]
+            mode = modes[v]
+            if mode == "crash":
+                if node.alive:
+                    node.crash()
+                    cluster.stats.crashes += 1
+                said.append(f"{v} crashed (state intact)")
+            elif mode == "lose":
+                if node.status not in (Status.LOST, Status.REMOVED):
+                    node.lose_data()
+                said.append(f"{v} dead (state lost)")
+            elif mode == "pause":
+                if node.alive and not node.paused:
+                    node.pause()
+                    cluster.stats.pauses += 1
+                    loop.call_later(duration, self._resume, node, node.incarnation)
+                said.append(f"{v} paused")
+            elif mode == "partition":
+                said.append(f"{v} cut off{' (provider: unknown)' if v in unseen else ''}")
+            else:
+                raise ValueError(f"unknown quorum-loss mode {mode!r}")
+        if cut:
+            others = sorted(set(cluster.nodes) - set(cut))
+            groups = [cut, others] if together else [*([v] for v in cut), others]
+            cluster.network.split(groups)
+            recovery.provider.unseen.update(unseen)
+            self.partitioned = True
+            cluster.stats.partitions += 1
+            loop.call_later(duration, self._heal_partition)
+        cluster.stats.quorum_losses += 1
+        together_said = " (together)" if cut and together and len(cut) > 1 else ""
+        self._log(f"quorum loss: {', '.join(said)}{together_said}")
+        dead = all(recovery.provider.truth(v) in ("crashed", "lost", "removed") for v in victims)
+        if dead:
+            recovery.arm(victims, mark)
+        else:  # once the paused and cut-off ones are back (scheduled after that)
+            self._quorum_loss_until = loop.now + duration
+            loop.call_later(duration, self._arm_after_restore, victims)
+
+    def _arm_after_restore(self, victims: list[str]) -> None:
+        if self.cluster.recovery is not None:
+            self.cluster.recovery.arm(victims)
+
     # -- the end ---------------------------------------------------------------
 
     def stop(self) -> None:
@@ -316,6 +437,8 @@ class Nemesis:
         cluster = self.cluster
         cluster.network.heal()
         self.partitioned = False
+        if cluster.recovery is not None:
+            cluster.recovery.provider.unseen.clear()
         cluster.network.drop_rate = cluster.network.config.drop_rate
         for node in sorted(cluster.nodes.values(), key=lambda n: n.id):
             node.crash_on_next_write = False

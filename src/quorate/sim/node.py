@@ -6,7 +6,13 @@ the KVStore and keeps only the storage; when it is armed to strike during a
 Ready, only a random prefix of that Ready's writes (snapshot, then entries
 one by one, then hard state) reaches the storage and none of its messages
 are sent. A restart rebuilds the node from ``storage.load()`` and the
-stored snapshot, as a real process would.
+stored snapshot, as a real process would. Losing the data (quorum-loss
+faults) wipes the storage too, and such a node never runs again.
+
+Each node knows its epoch (bumped by every forced configuration it applies,
+see ``recovery.py``). The runtime keeps the epoch inside its snapshots; the
+simulator keeps it beside them, in ``NodeEnv.snapshot_epochs``, keyed by the
+snapshot's (index, term), which names one log prefix.
 """
 
 from __future__ import annotations
@@ -14,13 +20,15 @@ from __future__ import annotations
 import enum
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from quorate.kv import ApplyResult, KVStore
 from quorate.raft import RaftNode
 from quorate.raft.config import RaftConfig
 from quorate.raft.ready import Ready
 from quorate.raft.types import (
+    ConfChange,
+    ConfChangeType,
     Entry,
     EntryKind,
     Message,
@@ -39,12 +47,15 @@ ReadDone = Callable[[KVStore], None]
 
 # Their term is a candidate's future term, sent before anything is persisted.
 _PRE_VOTE_TYPES = (MessageType.PRE_VOTE, MessageType.PRE_VOTE_RESP)
+# What only a leader sends.
+_FROM_LEADER = (MessageType.APPEND, MessageType.HEARTBEAT, MessageType.SNAPSHOT)
 
 
 class Status(enum.Enum):
     RUNNING = "running"
     CRASHED = "crashed"
     REMOVED = "removed"  # left the cluster; stopped for good
+    LOST = "lost"  # died with its data gone (quorum-loss fault); never runs again
 
 
 @dataclass(slots=True)
@@ -63,6 +74,16 @@ class RunStats:
     conf_changes: int = 0
     applied_entries: int = 0
     max_commit: int = 0
+    # Quorum-loss recovery (recovery.py).
+    quorum_losses: int = 0
+    forces: int = 0
+    restarts_in_place: int = 0
+    restart_lock_refusals: int = 0
+    watchdog_waits: int = 0  # distinct reasons written to the trace
+    watchdog_follows: int = 0
+    lost_by_recovery: int = 0  # committed entries only the dead held
+    recoveries: int = 0
+    max_recovery_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +106,12 @@ class NodeEnv:
     trace: Trace
     stats: RunStats
     settings: NodeSettings
+    # (snapshot index, snapshot term) -> epoch of that log prefix.
+    snapshot_epochs: dict[tuple[int, int], int] = field(default_factory=dict)
+    # Called after every (re)start of a node (the quorum-loss watchdog).
+    on_start: Callable[[SimNode], None] | None = None
+    # Called when a node applies a forced configuration: (node, index, epoch).
+    on_forced: Callable[[SimNode, int, int], None] | None = None
 
 
 class SimNode:
@@ -110,6 +137,8 @@ class SimNode:
         self._last_compact = 0
         self._role = Role.FOLLOWER
         self._term = 0
+        self.epoch = 0  # of the forced configuration last applied (quorum-loss recovery)
+        self.leader_heard = 0  # when it last heard from the leader it follows
 
     # -- life cycle ------------------------------------------------------------
 
@@ -119,12 +148,15 @@ class SimNode:
 
     def start(self) -> None:
         """Boot (or reboot) from whatever the storage holds."""
+        if self.status is Status.LOST:
+            raise RuntimeError(f"{self.id} lost its data: it never runs again")
         env = self.env
         state = self.storage.load()
         env.safety.durability.check_restart(self.id, state)
         snap = state.snapshot
         self.kv = KVStore.restore(snap.data) if snap is not None else KVStore()
         self.applied = snap.meta.index if snap is not None else 0
+        self.epoch = self._snapshot_epoch(snap)
         if snap is not None:
             env.safety.images.observe(self.id, snap.meta.index, self.kv.digest())
         self._last_compact = self.applied
@@ -138,6 +170,8 @@ class SimNode:
         phase = env.rng.randrange(self.tick_ms)
         env.loop.call_later(phase + 1, self._tick, self.incarnation)
         self.run(lambda: None)
+        if env.on_start is not None and self.alive:
+            env.on_start(self)
 
     def crash(self, status: Status = Status.CRASHED) -> None:
         """The process dies: only the storage survives."""
@@ -150,6 +184,11 @@ class SimNode:
         self._reads.clear()
         self._read_states.clear()
         self.incarnation += 1
+
+    def lose_data(self) -> None:
+        """The machine dies and its disk with it: the node never comes back."""
+        self.crash(Status.LOST)
+        self.storage = MemoryStorage()
 
     def pause(self) -> None:
         self.paused = True
@@ -181,6 +220,8 @@ class SimNode:
             return
         self.env.trace.delivery(self.env.loop.now, msg.frm, msg.to, msg.type.value)
         self.run(self._raft().step, msg)
+        if msg.type in _FROM_LEADER and self.raft is not None and self.raft.leader == msg.frm:
+            self.leader_heard = self.env.loop.now
 
     def call(self, action: Callable[..., None], *args: object) -> None:
         """Run a client's request on this node (queued while paused)."""
@@ -297,6 +338,7 @@ class SimNode:
         self.kv = KVStore.restore(snap.data)
         self.applied = index
         self._last_compact = index
+        self.epoch = self._snapshot_epoch(snap)
         self.env.safety.images.observe(self.id, index, self.kv.digest())
         self.env.stats.snapshot_installs += 1
         self.env.trace.log(self.env.loop.now, self.id, f"installed snapshot at {index}")
@@ -311,6 +353,14 @@ class SimNode:
                 raise InvariantViolation(
                     f"apply order: {self.id} applied {self.applied} then was given {entry.index}"
                 )
+            if entry.kind is EntryKind.CONF_CHANGE:
+                cc = ConfChange.decode(entry.data)
+                if cc.type is ConfChangeType.FORCE:
+                    self.epoch = cc.forced()[1]
+                    self.env.trace.log(self.env.loop.now, self.id,
+                                       f"applied the forced configuration of epoch {self.epoch}")
+                    if self.env.on_forced is not None:
+                        self.env.on_forced(self, entry.index, self.epoch)
             committed.observe_applied(self.id, entry)
             result: ApplyResult | None = None
             if entry.kind is EntryKind.NORMAL and entry.data:
@@ -354,9 +404,24 @@ class SimNode:
                 f"compaction: {self.id} compacted at {self.applied} but holds a snapshot at {meta.index}"
             )
         self.storage.compact(Snapshot(meta, data))
+        self._register_snapshot_epoch(meta.index, meta.term)
         self.env.safety.images.observe(self.id, meta.index, self.kv.digest())
         self._last_compact = self.applied
         self.env.stats.compactions += 1
+
+    def _register_snapshot_epoch(self, index: int, term: int) -> None:
+        epochs = self.env.snapshot_epochs
+        known = epochs.setdefault((index, term), self.epoch)
+        if known != self.epoch:
+            raise InvariantViolation(
+                f"epochs: {self.id} took a snapshot at index {index} term {term} in epoch "
+                f"{self.epoch}, but one of that prefix was taken in epoch {known}"
+            )
+
+    def _snapshot_epoch(self, snap: Snapshot | None) -> int:
+        if snap is None:
+            return 0
+        return self.env.snapshot_epochs.get((snap.meta.index, snap.meta.term), 0)
 
     # -- checks after every event ----------------------------------------------
 

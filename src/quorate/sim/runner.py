@@ -17,15 +17,14 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from .checkers import InvariantViolation
+from .checkers import InvariantViolation, LivenessViolation
 from .cluster import Cluster, SimConfig
-from .linearizability import check_history
 from .nemesis import Fault, format_faults, parse_faults
 from .node import SimNode
+from .recovery import check_epochs
 
-
-class LivenessViolation(InvariantViolation):
-    """The healed cluster did not recover in the allotted simulated time."""
+__all__ = ["LivenessViolation", "SimResult", "make_config", "parse_seeds", "replay_command", "run_seed",
+           "simulate", "summarize", "sweep", "timed_sweep"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +60,20 @@ def run_seed(
     if trace and not cfg.keep_trace:
         cfg = dataclasses.replace(cfg, keep_trace=True)
     cluster = Cluster(seed, cfg)
+    error = simulate(cluster)
+    return SimResult(
+        seed,
+        error is None,
+        error,
+        _stats(cluster),
+        cluster.trace.digest(),
+        cluster.trace.text() if cfg.keep_trace else "",
+    )
+
+
+def simulate(cluster: Cluster) -> str | None:
+    """Run a cluster built by hand through the three phases (faults may be
+    scheduled on its loop beforehand); returns the failure, or None."""
     error: str | None = None
     try:
         _simulate(cluster)
@@ -73,14 +86,7 @@ def run_seed(
         )
     if error is not None:
         cluster.trace.log(cluster.loop.now, "sim", f"FAILED {error}")
-    return SimResult(
-        seed,
-        error is None,
-        error,
-        _stats(cluster),
-        cluster.trace.digest(),
-        cluster.trace.text() if cfg.keep_trace else "",
-    )
+    return error
 
 
 def _simulate(cluster: Cluster) -> None:
@@ -101,9 +107,13 @@ def _simulate(cluster: Cluster) -> None:
     _check_liveness(cluster)
     _check_caught_up(cluster)
     cluster.final_checks()
-    verdict = check_history(cluster.world.history)
+    recovery = cluster.recovery
+    epochs = recovery.epochs if recovery is not None else []
+    boundaries = recovery.boundaries() if recovery is not None else []
+    segment, verdict = check_epochs(cluster.world.history, boundaries)
     if not verdict.ok:
-        raise InvariantViolation(f"linearizability: {verdict.message}")
+        where = f" (epoch {epochs[segment - 1].epoch})" if segment else ""
+        raise InvariantViolation(f"linearizability{where}: {verdict.message}")
 
 
 def _await_stable_leader(cluster: Cluster) -> SimNode:
@@ -215,6 +225,15 @@ def _stats(cluster: Cluster) -> dict[str, int]:
         "final_commit": s.max_commit,
         "events": cluster.loop.processed,
         "sim_ms": cluster.loop.now,
+        "quorum_losses": s.quorum_losses,
+        "forces": s.forces,
+        "restarts_in_place": s.restarts_in_place,
+        "watchdog_waits": s.watchdog_waits,
+        "watchdog_follows": s.watchdog_follows,
+        "restart_lock_refusals": s.restart_lock_refusals,
+        "lost_by_recovery": s.lost_by_recovery,
+        "recoveries": s.recoveries,
+        "max_recovery_ms": s.max_recovery_ms,
     }
 
 
@@ -289,6 +308,9 @@ def summarize(results: list[SimResult], elapsed_s: float, label: str = "") -> st
     """The sweep's final table."""
     keys = ("leader_changes", "elections", "snapshot_installs", "crashes", "conf_changes",
             "ops_ok", "ops_unknown", "ops_failed", "events")
+    if any(r.stats.get("quorum_losses") for r in results):
+        keys += ("quorum_losses", "forces", "restarts_in_place", "watchdog_waits",
+                 "watchdog_follows", "lost_by_recovery", "recoveries")
     totals = {k: sum(r.stats.get(k, 0) for r in results) for k in keys}
     n = max(1, len(results))
     failures = sum(1 for r in results if not r.ok)
@@ -297,6 +319,9 @@ def summarize(results: list[SimResult], elapsed_s: float, label: str = "") -> st
         f"{'':<20}{'total':>10}{'per seed':>10}",
     ]
     lines.extend(f"{k:<20}{v:>10}{v / n:>10.1f}" for k, v in totals.items())
+    if "forces" in totals:
+        worst = max(r.stats.get("max_recovery_ms", 0) for r in results)
+        lines.append(f"{'max_recovery_ms':<20}{worst:>10}")
     return "\n".join(lines)
 
 
