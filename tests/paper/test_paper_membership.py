@@ -15,6 +15,7 @@ from quorate.raft import (
     ConfChangeType,
     InvalidRequest,
     MessageType,
+    NotLeader,
     RaftConfig,
     Role,
 )
@@ -187,3 +188,23 @@ def test_meaningless_changes_are_refused(kind: ConfChangeType, node_id: str) -> 
     c = three()
     with pytest.raises(InvalidRequest):
         c.node("n1").propose_conf_change(ConfChange(kind, node_id))
+
+
+def test_a_leader_removing_itself_appends_nothing_after_it() -> None:
+    """Found by the cluster machine: a leader that kept appending after
+    proposing its own removal held an entry nobody else had, so it refused
+    its vote to the voter that stays, and, removed, never campaigned
+    itself: no leader, ever. Now proposals wait for the next leader."""
+    c = Cluster(["n1", "n2"])
+    c.elect("n1")
+    index = c.node("n1").propose_conf_change(ConfChange(CC.REMOVE, "n1"))
+    with pytest.raises(NotLeader):
+        c.node("n1").propose(b"after")  # nothing may follow the removal
+    # n2 acks the removal but never hears that it committed.
+    c.drop(lambda m: m.frm == "n1" and m.commit >= index)
+    c.deliver()
+    c.run(2)
+    assert c.node("n1").commit_index >= index and c.node("n2").commit_index < index
+    c.heal()
+    c.run(200)
+    assert c.leader() == "n2"  # n1's vote: their logs are equal

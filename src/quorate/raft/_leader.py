@@ -42,6 +42,7 @@ class LeaderMixin:
 
     def _reset_leader_state(self: RaftNode) -> None:
         self.progress = {}
+        self._self_removal_index = 0
         self._reads = []
         self._reads_before_commit = []
         self.quorum_active = False

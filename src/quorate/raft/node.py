@@ -132,6 +132,7 @@ class RaftNode(LeaderMixin):
         self.lead_transferee: NodeId | None = None
         self._transfer_elapsed = 0
         self._pending_conf_index = 0
+        self._self_removal_index = 0  # a leader's pending removal of itself
         self._msgs: list[Message] = []
         self._read_states: list[ReadState] = []
         self._incoming: _IncomingSnapshot | None = None
@@ -475,6 +476,8 @@ class RaftNode(LeaderMixin):
         self._check_conf_change(cc)
         index = self._append_own(EntryKind.CONF_CHANGE, cc.encode())
         self._pending_conf_index = index
+        if cc.type is ConfChangeType.REMOVE and cc.node_id == self.id:
+            self._self_removal_index = index
         return index
 
     def _check_conf_change(self, cc: ConfChange) -> None:
@@ -494,6 +497,12 @@ class RaftNode(LeaderMixin):
     def _append_own(self, kind: EntryKind, data: bytes) -> int:
         if self.role is not Role.LEADER:
             raise NotLeader(self.leader)
+        if self._self_removal_index > self.log.committed:
+            # A leader removing itself appends nothing after that entry: an
+            # entry only it holds would make it refuse its votes to the
+            # voters that stay, and, removed, it never campaigns itself, so
+            # no one could ever be elected (found by the cluster machine).
+            raise NotLeader(None)
         if self.lead_transferee is not None:
             raise TransferInProgress(self.lead_transferee)
         index = self.log.last_index + 1
