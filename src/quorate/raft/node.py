@@ -63,6 +63,9 @@ from .types import (
     SoftState,
 )
 
+#: Terms of a forced epoch e start at e << EPOCH_TERM_SHIFT (see force_new_configuration).
+EPOCH_TERM_SHIFT = 32
+
 log = logging.getLogger("quorate.raft")
 
 TRANSFER_CONTEXT = b"transfer"
@@ -518,7 +521,8 @@ class RaftNode(LeaderMixin):
         Only safe when every other old voter is confirmed dead and this node
         holds the most up-to-date log of the survivors; deciding that is the
         caller's job (``quorate.recovery.quorum``). The node moves to a fresh
-        term no leader can have had (it votes for itself in it), appends the
+        term no leader can have had (``epoch * 2**32`` or above; it votes for
+        itself in it), appends the
         FORCE entry in that term and declares its whole log committed by
         fiat: every entry a survivor saw committed is in it (the most
         up-to-date log holds them, by leader completeness). Then it stands
@@ -528,10 +532,19 @@ class RaftNode(LeaderMixin):
             raise InvalidRequest("this node leads: the cluster has a quorum, there is nothing to force")
         if self.id not in voters:
             raise InvalidRequest("the forced configuration must include this node")
-        strangers = voters - self.conf.voters
+        # Voters of the committed configuration, or of a newer one in the log
+        # (a promotion another survivor saw committed).
+        known = self.conf.voters | self.log.conf_at(self._conf_base, self.log.last_index).voters
+        strangers = voters - known
         if strangers:
             raise InvalidRequest(f"{sorted(strangers)} are not voters of the current configuration")
-        self._become_candidate()
+        # The survivors cannot know the terms the dead majority reached, so
+        # the forced term is made unreachable for the old configuration:
+        # epoch e starts at e * 2**32, beyond any term of an earlier epoch
+        # (short of four billion elections in it).
+        self._reset(max(self.term + 1, epoch << EPOCH_TERM_SHIFT))
+        self.vote = self.id
+        self.role = Role.CANDIDATE
         index = self.log.last_index + 1
         cc = ConfChange.force(self.id, voters, epoch)
         self.log.append([Entry(self.term, index, EntryKind.CONF_CHANGE, cc.encode())])

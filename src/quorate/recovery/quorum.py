@@ -113,18 +113,32 @@ def recover_command(node: NodeId) -> str:
 
 
 def decide(obs: Observation) -> Decision:
-    """What this node does about a missing leader (see the module doc)."""
+    """What this node does about a missing leader (see the module doc).
+
+    Survivors may hold configurations one change apart (a promotion that
+    committed while one of them was cut off). The electorate considered is
+    the union of the voters any survivor knows, so no voter of whichever
+    configuration is current is overlooked; whether an ordinary election
+    can still work is judged in the configuration of the survivor with the
+    most up-to-date log, the one every survivor will vote for."""
     if obs.leaderless_s < obs.grace_s:
         return Wait(f"no leader for {obs.leaderless_s:.1f}s, under the {obs.grace_s:.1f}s grace period")
-    missing = sorted(obs.voters - set(obs.answers))
+    if obs.me not in obs.answers:
+        return Wait("this node's own facts are missing")
+    lead = recovery_leader(obs.answers)
+    lead_conf = obs.answers[lead].voters
+    universe = frozenset(obs.voters).union(*(f.voters for f in obs.answers.values()))
+    survivors = frozenset(obs.answers) & universe
+    missing = sorted(universe - survivors)
     if not missing:
         return Wait("every voter answers: an ordinary election will elect a leader")
-    if len(obs.answers) * 2 > len(obs.voters):
-        return Wait(f"a majority of the voters answers ({len(obs.answers)} of {len(obs.voters)}): "
-                    "an ordinary election will elect a leader")
+    answering = survivors & lead_conf
+    if len(answering) * 2 > len(lead_conf):
+        return Wait(f"a majority of {lead}'s voters answers ({len(answering)} of {len(lead_conf)}) and {lead} "
+                    "holds the most up-to-date log: an ordinary election will elect a leader")
     said = {m: obs.verdicts.get(m, InstanceState.UNKNOWN) for m in missing}
     described = {m: _describe(v, obs.intact.get(m, False)) for m, v in said.items()}
-    command = recover_command(recovery_leader(obs.answers)) if obs.answers else None
+    command = recover_command(lead)
     # Restarting a dead voter with its own state changes no configuration:
     # always safe, and the first thing to try.
     restartable = tuple(m for m in missing if said[m] is InstanceState.TERMINATED and obs.intact.get(m, False))
@@ -136,18 +150,16 @@ def decide(obs: Observation) -> Decision:
         verb = "is" if len(alive) == 1 else "are"
         return Wait(f"no quorum: {', '.join(alive)} cannot be reached but {verb} not confirmed dead by the "
                     "provider (partitioned or paused, perhaps); nothing is forced", described, command)
-    disagreement = _disagreement(obs)
+    disagreement = _disagreement(obs, survivors, frozenset(missing))
     if disagreement:
         return Wait(f"no quorum, and the survivors disagree: {disagreement}; nothing is forced",
                     described, command)
     if not obs.auto_recover:
         return Wait("no quorum: every missing voter is confirmed dead with its state gone, but automatic "
                     "recovery is off", described, command)
-    leader = recovery_leader(obs.answers)
-    survivors = frozenset(obs.answers)
-    if leader != obs.me:
-        return Follow(leader, f"no quorum: {', '.join(missing)} confirmed dead; {leader} has the most "
-                              "up-to-date log and forces the new configuration")
+    if lead != obs.me:
+        return Follow(lead, f"no quorum: {', '.join(missing)} confirmed dead; {lead} has the most "
+                            "up-to-date log and forces the new configuration")
     epoch = max(f.epoch for f in obs.answers.values()) + 1
     return Force(survivors, epoch, frozenset(missing),
                  f"no quorum: {', '.join(missing)} confirmed dead with their state gone; forcing "
@@ -160,25 +172,19 @@ def _describe(verdict: InstanceState, intact: bool) -> str:
     return verdict.value
 
 
-def _disagreement(obs: Observation) -> str:
+def _disagreement(obs: Observation, survivors: frozenset[NodeId], missing: frozenset[NodeId]) -> str:
     """Why the survivors' facts differ, or '' when they agree: the same
-    configuration and epoch, each survivor reaching exactly the others, and
-    the same verdicts on the missing."""
-    mine = obs.answers.get(obs.me)
-    if mine is None:
-        return "this node's own facts are missing"
-    survivors = frozenset(obs.answers)
-    missing = obs.voters - survivors
+    epoch, no leader anywhere, each survivor reaching exactly the others,
+    and the same verdicts on the missing."""
+    mine = obs.answers[obs.me]
     for f in sorted(obs.answers.values(), key=lambda f: f.id):
-        if f.voters != obs.voters:
-            return f"{f.id} has voters {sorted(f.voters)}, this node {sorted(obs.voters)}"
         if f.epoch != mine.epoch:
             return f"{f.id} is in epoch {f.epoch}, this node in {mine.epoch}"
         if f.leader is not None:
             return f"{f.id} follows leader {f.leader}"
-        if f.sees != survivors:
+        if f.sees & (survivors | missing) != survivors:
             return f"{f.id} reaches {sorted(f.sees)}, this node {sorted(survivors)}"
-        theirs = {m: f.verdicts.get(m) for m in missing}
+        theirs = {m: f.verdicts.get(m) for m in sorted(missing)}
         if any(v is not InstanceState.TERMINATED for v in theirs.values()):
             return f"{f.id}'s provider says {', '.join(f'{m}: {v.value if v else None}' for m, v in theirs.items())}"
     return ""

@@ -87,8 +87,9 @@ class QuorumRoutes:
         return {"from": self.rt.id, "most_up_to_date": best, "keep": keep, "remove": removed,
                 "epoch": max(f.epoch for f in obs.answers.values()) + 1,
                 "last_index": node.last_index, "last_term": node.log.last_term,
-                "survivors": {f.id: {"last_term": f.last_term, "last_index": f.last_index}
+                "survivors": {f.id: {"last_term": f.last_term, "last_index": f.last_index, "commit": f.commit}
                               for f in obs.answers.values()},
+                "known_committed_index": max(f.commit for f in obs.answers.values()),
                 "provider": {m: (obs.verdicts[m].value if m in obs.verdicts else "unknown") for m in removed},
                 "warnings": warnings}
 
@@ -114,9 +115,9 @@ class QuorumRoutes:
         voters = frozenset(plan["keep"])
         self.rt.force_new_configuration(voters, plan["epoch"])
         record = {"epoch": plan["epoch"], "forced_by": self.rt.id, "at": time.time(), "voters": plan["keep"],
-                  "removed": plan["remove"], "survivors": plan["survivors"], "kept_up_to_index": plan["last_index"],
-                  "manual": True,
-                  "note": lost_note(plan["last_index"], plan["remove"])}
+                  "removed": plan["remove"], "survivors": plan["survivors"], "forcing_last_index": plan["last_index"],
+                  "manual": True, "known_committed_index": plan["known_committed_index"],
+                  "note": lost_note(plan["known_committed_index"], plan["remove"])}
         self.wd.forced.append(record)
         asyncio.get_running_loop().create_task(self.wd.record(record), name="recovery-record")
         return _json({**plan, "forced": True})

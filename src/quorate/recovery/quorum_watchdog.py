@@ -50,10 +50,12 @@ PROBE_PATH = "/v1/internal/quorum/probe"
 EPOCHS_PREFIX = "_quorate/recovery/epochs/"
 
 
-def lost_note(kept_up_to: int, removed: list[str]) -> str:
-    """What a forced configuration may have lost, in words (honesty about data)."""
-    return (f"everything up to index {kept_up_to} was kept; entries the old cluster may have committed after "
-            f"it lived only on {', '.join(removed) or 'nobody'} and cannot come back")
+def lost_note(known_committed: int, removed: list[str]) -> str:
+    """What a forced configuration may have lost, in words (honesty about
+    data): everything a survivor knew committed is kept; past that, entries
+    the old cluster committed only on the removed members are gone."""
+    return (f"every entry a survivor knew committed (up to index {known_committed}) was kept; entries the old "
+            f"cluster committed after it only on {', '.join(removed) or 'nobody'} cannot come back")
 
 
 def facts_json(f: PeerFacts) -> dict[str, Any]:
@@ -128,7 +130,7 @@ class QuorumWatchdog:
     async def round(self) -> Decision | None:
         node = self.rt.node
         now = time.monotonic()
-        if node.leader is not None or node.role is Role.LEADER or self.rt.id not in node.conf.voters:
+        if self._leader_known(now) or self.rt.id not in node.conf.members():
             self._leaderless_since = None
             self._set(None)
             return None
@@ -143,6 +145,17 @@ class QuorumWatchdog:
         await self._act(decision, obs)
         return decision
 
+    def _leader_known(self, now: float) -> bool:
+        """This node leads, or heard from its leader within an election
+        timeout (a learner never clears the leader field by itself)."""
+        node = self.rt.node
+        if node.role is Role.LEADER:
+            return True
+        if node.leader is None:
+            return False
+        seen = self.rt.last_contact.get(node.leader)
+        return seen is not None and now - seen < self.rt.election_timeout_s
+
     def _set(self, decision: Decision | None) -> None:
         if decision != self.latest and decision is not None:
             level = logging.INFO if isinstance(decision, Wait) else logging.WARNING
@@ -153,10 +166,19 @@ class QuorumWatchdog:
     async def observe(self, leaderless_s: float) -> Observation:
         voters = frozenset(self.rt.node.conf.voters)
         answers = {self.rt.id: self.facts()}
-        others = sorted(voters - {self.rt.id})
-        found = await asyncio.gather(*(self._probe(m) for m in others))
-        answers.update({f.id: f for f in found if f is not None})
-        verdicts, intact = await self._provider_view(sorted(voters - set(answers)))
+        asked: set[str] = {self.rt.id}
+        universe = set(voters)
+        # Probe this node's voters, then any voter another survivor knows of
+        # (a configuration one change newer), until nobody new turns up.
+        while universe - asked:
+            batch = sorted(universe - asked)
+            asked |= set(batch)
+            found = await asyncio.gather(*(self._probe(m) for m in batch))
+            for f in found:
+                if f is not None:
+                    answers[f.id] = f
+                    universe |= f.voters
+        verdicts, intact = await self._provider_view(sorted(universe - set(answers)))
         self._sees = frozenset(answers)
         self._verdicts = verdicts
         answers[self.rt.id] = self.facts()
@@ -220,8 +242,9 @@ class QuorumWatchdog:
                       "voters": sorted(decision.voters), "removed": sorted(decision.removed),
                       "survivors": {f.id: {"last_term": f.last_term, "last_index": f.last_index,
                                            "commit": f.commit} for f in obs.answers.values()},
-                      "kept_up_to_index": self.rt.node.last_index,
-                      "note": lost_note(self.rt.node.last_index, sorted(decision.removed))}
+                      "known_committed_index": max(f.commit for f in obs.answers.values()),
+                      "forcing_last_index": self.rt.node.last_index,
+                      "note": lost_note(max(f.commit for f in obs.answers.values()), sorted(decision.removed))}
             self.rt.force_new_configuration(decision.voters, decision.epoch)
             self.forced.append(record)
             asyncio.get_running_loop().create_task(self.record(record), name="recovery-record")

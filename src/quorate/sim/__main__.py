@@ -2,7 +2,11 @@
 
     python -m quorate.sim --nodes 5 --seeds 0-999 --faults all
     python -m quorate.sim --nodes 5 --seeds 17 --faults all --trace
+    python -m quorate.sim --nodes 3 --seeds 0-199 --faults all,quorum_loss
     python -m quorate.sim demo
+
+``all`` is every fault kind but quorum_loss (quorum-loss recovery by the
+watchdog); add it by name.
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=5, help="initial voters (default 5)")
     p.add_argument("--seeds", default="0-99", help='"0-999", "1,5,9" or a mix (default 0-99)')
     p.add_argument("--faults", default="all",
-                   help="none|partition|crash|drop|pause|membership|transfer|all, comma-separated")
+                   help="none, or a comma-separated mix of all, partition, crash, drop, pause, "
+                        "membership, transfer, quorum_loss (all = every kind but quorum_loss)")
+    p.add_argument("--duration-ms", type=int, default=None,
+                   help="length of the fault phase in simulated ms (default 10000)")
     p.add_argument("--trace", action="store_true", help="print the trace of a single seed")
     p.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
     return p
@@ -46,31 +53,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.nodes < 1:
         print("error: --nodes must be at least 1", file=sys.stderr)
         return 2
+    if args.duration_ms is not None and args.duration_ms < 0:
+        print("error: --duration-ms must not be negative", file=sys.stderr)
+        return 2
+    overrides = {} if args.duration_ms is None else {"duration_ms": args.duration_ms}
     if args.trace:
         if len(seeds) != 1:
             print("error: --trace needs exactly one seed", file=sys.stderr)
             return 2
-        result = run_seed(seeds[0], args.nodes, faults, trace=True)
+        result = run_seed(seeds[0], args.nodes, faults, trace=True, **overrides)
         sys.stdout.write(result.trace)
-        _print_result_line(result, args.nodes, faults)
+        _print_result_line(result, args.nodes, faults, args.duration_ms)
         return 0 if result.ok else 1
 
     def report(result: SimResult) -> None:
         if not result.ok:
-            _print_result_line(result, args.nodes, faults)
+            _print_result_line(result, args.nodes, faults, args.duration_ms)
 
-    results, elapsed = timed_sweep(seeds, args.nodes, faults, args.workers, report)
+    results, elapsed = timed_sweep(seeds, args.nodes, faults, args.workers, report, **overrides)
     print(summarize(results, elapsed, label=f"nodes={args.nodes} faults={args.faults}  "))
     return 0 if all(r.ok for r in results) else 1
 
 
-def _print_result_line(result: SimResult, nodes: int, faults: frozenset) -> None:
+def _print_result_line(result: SimResult, nodes: int, faults: frozenset,
+                       duration_ms: int | None = None) -> None:
     if result.ok:
         stats = " ".join(f"{k}={v}" for k, v in sorted(result.stats.items()))
         print(f"seed {result.seed}: ok  {stats}")
     else:
         print(f"seed {result.seed}: FAILED {result.error}\n  replay: "
-              f"{replay_command(result.seed, nodes, faults)}", flush=True)
+              f"{replay_command(result.seed, nodes, faults, duration_ms)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from quorate.raft.errors import RaftError
 from quorate.raft.types import ConfChange, ConfChangeType, Role
 
 from .node import SimNode, Status
+from .recovery import DEAD
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -388,25 +389,25 @@ class Nemesis:
         for v in victims:
             node = cluster.nodes[v]
             mode = modes[v]
-            if mode == "crash":
-                if node.alive:
-                    node.crash()
-                    cluster.stats.crashes += 1
-                said.append(f"{v} crashed (state intact)")
-            elif mode == "lose":
-                if node.status not in (Status.LOST, Status.REMOVED):
-                    node.lose_data()
-                said.append(f"{v} dead (state lost)")
-            elif mode == "pause":
-                if node.alive and not node.paused:
-                    node.pause()
-                    cluster.stats.pauses += 1
-                    loop.call_later(duration, self._resume, node, node.incarnation)
-                said.append(f"{v} paused")
-            elif mode == "partition":
-                said.append(f"{v} cut off{' (provider: unknown)' if v in unseen else ''}")
-            else:
+            if mode not in QL_MODES:
                 raise ValueError(f"unknown quorum-loss mode {mode!r}")
+            if mode == "lose" and node.status not in (Status.LOST, Status.REMOVED):
+                node.lose_data()
+                said.append(f"{v} dead (state lost)")
+            elif mode == "lose" or not node.alive or (mode == "pause" and node.paused):
+                said.append(f"{v} already {recovery.provider.truth(v)}")
+            elif mode == "crash":
+                node.crash()
+                cluster.stats.crashes += 1
+                recovery.crashed_by_quorum_loss[v] = node.incarnation
+                said.append(f"{v} crashed (state intact)")
+            elif mode == "pause":
+                node.pause()
+                cluster.stats.pauses += 1
+                loop.call_later(duration, self._resume, node, node.incarnation)
+                said.append(f"{v} paused")
+            else:
+                said.append(f"{v} cut off{' (provider: unknown)' if v in unseen else ''}")
         if cut:
             others = sorted(set(cluster.nodes) - set(cut))
             groups = [cut, others] if together else [*([v] for v in cut), others]
@@ -418,7 +419,7 @@ class Nemesis:
         cluster.stats.quorum_losses += 1
         together_said = " (together)" if cut and together and len(cut) > 1 else ""
         self._log(f"quorum loss: {', '.join(said)}{together_said}")
-        dead = all(recovery.provider.truth(v) in ("crashed", "lost", "removed") for v in victims)
+        dead = all(recovery.provider.truth(v) in DEAD for v in victims)
         if dead:
             recovery.arm(victims, mark)
         else:  # once the paused and cut-off ones are back (scheduled after that)

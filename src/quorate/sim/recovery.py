@@ -79,8 +79,9 @@ class RecoverySettings:
     enabled: bool = False
     grace_ms: int = 300  # no leader for this long (3 election timeouts) before deciding
     round_ms: int = 50  # watchdog period
-    # Liveness: after a quorum loss where every failed voter is dead, once no
-    # other fault is active, a new leader commits within grace_ms + bound_ms.
+    # Liveness: after a quorum loss (of dead voters; or once the paused and
+    # cut-off ones are back), with no other fault active, a leader commits
+    # an entry created after the event within grace_ms + bound_ms.
     bound_ms: int = 1500
     unseen_rate: float = 0.5  # share of partitioned victims the provider reports UNKNOWN
 
@@ -179,6 +180,9 @@ class Recovery:
         self._start_states: dict[tuple[str, int], dict[str, tuple[str, int]]] = {}
         self._states: dict[str, _WatchState] = {}
         self._armed: list[_Armed] = []
+        # Node -> incarnation in which a quorum loss crashed it: the nemesis
+        # will not restart it, the watchdog may (or not, once a quorum is back).
+        self.crashed_by_quorum_loss: dict[str, int] = {}
 
     # -- the watchdog ------------------------------------------------------------
 
@@ -233,8 +237,19 @@ class Recovery:
         raft = node.raft
         assert raft is not None
         voters = frozenset(raft.conf.voters)
-        reach = [v for v in sorted(voters) if v == node.id or self._answers(node.id, v)]
-        missing = sorted(voters - set(reach))
+        # Probe this node's voters, then any voter a survivor knows of (a
+        # configuration one change newer), as the real watchdog does.
+        universe, asked, reach = set(voters), set(), []
+        while universe - asked:
+            for v in sorted(universe - asked):
+                asked.add(v)
+                if v == node.id or self._answers(node.id, v):
+                    reach.append(v)
+                    peer = self.cluster.nodes[v].raft
+                    if peer is not None:
+                        universe |= peer.conf.voters
+        reach.sort()
+        missing = sorted(universe - set(reach))
         provider = self.provider
         st.sees = frozenset(reach)
         st.verdicts = {m: provider.describe(m) for m in missing}
@@ -264,7 +279,8 @@ class Recovery:
             if (st.leaderless_since is not None
                     and self.cluster.loop.now - st.leaderless_since < self.cfg.grace_ms):
                 return  # under the grace period: nothing worth telling
-            if self._say(node, st, f"wait: {decision.reason}"):
+            said = ", ".join(f"{m}: {v}" for m, v in sorted(decision.missing.items()))
+            if self._say(node, st, f"wait: {decision.reason}" + (f" [{said}]" if said else "")):
                 stats.watchdog_waits += 1
         elif isinstance(decision, Follow):
             if self._say(node, st, f"follow {decision.leader}: {decision.reason}"):
@@ -294,7 +310,7 @@ class Recovery:
         assert raft is not None
         safety = cluster.env.safety
         now = cluster.loop.now
-        left_out = {m: self.provider.truth(m) for m in sorted(raft.conf.voters - decision.voters)}
+        left_out = {m: self.provider.truth(m) for m in sorted((raft.conf.voters | decision.removed) - decision.voters)}
         safety.recovery.check_force_safe(node.id, decision.epoch, left_out)
         logs = {v: log_view(cluster.nodes[v]) for v in sorted(decision.voters) if v in cluster.nodes}
         ranks = {v: (r.log.last_term, r.last_index) for v in sorted(decision.voters)
@@ -398,8 +414,9 @@ class Recovery:
         for node in cluster.nodes.values():
             if node.alive and (node.paused or node.crash_on_next_write):
                 return False
-            if node.status is Status.CRASHED and node.id not in victims:
-                return False
+            if (node.status is Status.CRASHED and node.id not in victims
+                    and self.crashed_by_quorum_loss.get(node.id) != node.incarnation):
+                return False  # the nemesis will restart it: wait for that
         return True
 
     def _recovered(self, armed: _Armed) -> bool:

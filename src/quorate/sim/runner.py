@@ -264,10 +264,11 @@ class _Job:
     seed: int
     nodes: int
     faults: frozenset[Fault]
+    overrides: tuple[tuple[str, object], ...] = ()
 
 
 def _run_job(job: _Job) -> SimResult:
-    return run_seed(job.seed, job.nodes, job.faults)
+    return run_seed(job.seed, job.nodes, job.faults, **dict(job.overrides))
 
 
 def sweep(
@@ -276,9 +277,12 @@ def sweep(
     faults: frozenset[Fault],
     workers: int | None = None,
     on_result: Callable[[SimResult], None] | None = None,
+    **overrides: object,
 ) -> list[SimResult]:
-    """Run seeds on every core (fork), in seed order in the output."""
-    jobs = [_Job(s, nodes, faults) for s in seeds]
+    """Run seeds on every core (fork), in seed order in the output;
+    ``overrides`` go to the SimConfig (``duration_ms=...``)."""
+    extra = tuple(sorted(overrides.items()))
+    jobs = [_Job(s, nodes, faults, extra) for s in seeds]
     workers = workers or multiprocessing.cpu_count()
     results: list[SimResult] = []
     for result in _map(jobs, workers):
@@ -297,10 +301,11 @@ def _map(jobs: list[_Job], workers: int) -> Iterator[SimResult]:
         yield from pool.imap(_run_job, jobs, chunksize=4)
 
 
-def replay_command(seed: int, nodes: int, faults: frozenset[Fault]) -> str:
+def replay_command(seed: int, nodes: int, faults: frozenset[Fault], duration_ms: int | None = None) -> str:
+    duration = "" if duration_ms is None else f" --duration-ms {duration_ms}"
     return (
         f"python -m quorate.sim --nodes {nodes} --seeds {seed} "
-        f"--faults {format_faults(faults)} --trace"
+        f"--faults {format_faults(faults)}{duration} --trace"
     )
 
 
@@ -326,7 +331,8 @@ def summarize(results: list[SimResult], elapsed_s: float, label: str = "") -> st
 
 
 def timed_sweep(seeds: list[int], nodes: int, faults: frozenset[Fault], workers: int | None = None,
-                on_result: Callable[[SimResult], None] | None = None) -> tuple[list[SimResult], float]:
+                on_result: Callable[[SimResult], None] | None = None,
+                **overrides: object) -> tuple[list[SimResult], float]:
     start = time.perf_counter()
-    results = sweep(seeds, nodes, faults, workers, on_result)
+    results = sweep(seeds, nodes, faults, workers, on_result, **overrides)
     return results, time.perf_counter() - start

@@ -101,6 +101,20 @@ def test_survivors_that_see_different_facts_wait() -> None:
     assert "epoch" in decide(obs("n1", answers, dead, voters=voters)).reason
 
 
+def test_survivors_one_membership_change_apart_recover_from_the_newest() -> None:
+    """n4 was promoted while n1 was cut off: n2 holds the newer configuration
+    and the longer log. Both see n3 and n4 dead for good; n2 forces {n1, n2},
+    n1 follows (it used to think a majority answered and wait forever)."""
+    v4 = frozenset({"n1", "n2", "n3", "n4"})
+    dead = {"n3": T, "n4": T}
+    answers = {"n1": facts("n1", (2, 18), V3, sees=frozenset({"n1", "n2"}), verdicts=dead),
+               "n2": facts("n2", (2, 20), v4, sees=frozenset({"n1", "n2"}), verdicts=dead)}
+    d1 = decide(obs("n1", answers, dead, voters=V3))
+    assert isinstance(d1, Follow) and d1.leader == "n2"
+    d2 = decide(obs("n2", answers, dead, voters=v4))
+    assert isinstance(d2, Force) and d2.voters == {"n1", "n2"} and d2.removed == {"n3", "n4"}
+
+
 def test_with_auto_recovery_off_it_only_says_what_to_run() -> None:
     d = decide(obs("n1", agreeing(["n1"], {"n2": T, "n3": T}), {"n2": T, "n3": T}, auto=False))
     assert isinstance(d, Wait) and "off" in d.reason and d.command == "quorate recover --from n1"
