@@ -32,6 +32,8 @@ sweep: $(STAMP)
 	$(PY) -m quorate.sim --nodes 3 --seeds 0-1999 --faults all
 	$(PY) -m quorate.sim --nodes 5 --seeds 0-1999 --faults all
 	$(PY) -m quorate.sim --nodes 7 --seeds 0-499 --faults all
+	$(PY) -m quorate.sim --nodes 3 --seeds 0-999 --faults all,quorum_loss
+	$(PY) -m quorate.sim --nodes 5 --seeds 0-999 --faults all,quorum_loss
 
 # quorate vs etcd vs PySyncObj on this machine (installs etcd-server with apt
 # when etcd is missing, PySyncObj from PyPI into .venv); prints a table and
