@@ -132,6 +132,10 @@ def _log(c: ProcCluster, node: str) -> str:
     return p.read_text(errors="replace") if p.exists() else ""
 
 
+def _logs(c: ProcCluster, nodes: Iterable[str]) -> str:
+    return "".join(_log(c, n) for n in nodes)
+
+
 def _join(c: ProcCluster, *new: str, via: list[str], failed: set[str], voters_after: set[str],
           extra: list[str] | None = None) -> None:
     """Start the ``new`` agents at once with --join and wait until they are
@@ -223,7 +227,7 @@ def test_habitat_table_replayed(make_cluster: Callable[..., ProcCluster]) -> Non
     _join(c, "n4", via=live, failed=failed, voters_after={"n1", "n2", "n4"})
     live.append("n4")
     lead = _lead(c, live)
-    assert "removing failed voter n3 before n4 joins" in _log(c, lead) + _log(c, "n1") + _log(c, "n2")
+    assert "removing failed voter n3 before n4 joins" in _logs(c, live)
     _wait_health(c, lead, "n3", {"departed"})
     _write(c, "habitat/row3")
 
@@ -244,7 +248,7 @@ def test_habitat_table_replayed(make_cluster: Callable[..., ProcCluster]) -> Non
     # in; 5 voters, all alive.
     _join(c, "n5", "n6", "n7", via=live, failed=failed, voters_after={"n1", "n4", "n5", "n6", "n7"})
     live += ["n5", "n6", "n7"]
-    assert re.search(r"removing failed voter n2 before n[567] joins", "".join(_log(c, n) for n in live))
+    assert re.search(r"removing failed voter n2 before n[567] joins", _logs(c, live))
     _transfer(c, live, "n1")
     _write(c, "habitat/row5")
 
@@ -314,14 +318,14 @@ def test_removal_refused_for_live_members_allowed_for_dead_ones_forced_with_forc
     # A dead voter whose removal keeps the quorum: allowed.
     out = _ok(_cli("members", "remove", d1, "-e", c.agents[x].url))
     assert f"{d1} removed" in out, out
-    assert _voters(c, lead) == {lead, x, y, d2}
+    wait_for(f"{d1} out of the voters", lambda: _voters(c, lead) == {lead, x, y, d2}, DEADLINE)
     _wait_health(c, lead, d1, {"departed"})
 
     # --force removes a live member.
     out = _ok(_cli("members", "remove", x, "--force", "-e", c.agents[y].url))
     assert f"{x} removed (forced)" in out, out
     wait_for(f"{x} out of the voters", lambda: _voters(c, lead) == {lead, y, d2}, DEADLINE)
-    assert "(forced)" in _log(c, lead)
+    assert f"removed member {x} (forced)" in _logs(c, [lead, y])
     _write(c, "after-forced-removal", [lead, y])
 
 
@@ -378,8 +382,11 @@ def test_dead_members_cleaned_up_one_per_cycle_never_below_min_voters(
     c.kill9(second)
     live = [n for n in c.agents if n not in (first, second)]
     wait_for("both failed voters removed", lambda: _voters(c, lead) == set(live), DEADLINE)
-    log = _log(c, lead)
-    assert log.index(f"removing failed member {first}") < log.index(f"removing failed member {second}"), log
+    for n in (first, second):
+        assert f"removing failed member {n}" in _logs(c, live)
+    # The longest down went first (the committed order, in any member's log).
+    log = _log(c, live[0])
+    assert log.index(f"membership remove {first} ") < log.index(f"membership remove {second} "), log
     # (the configuration changes on commit, the member directory on apply: poll)
     _wait_health(c, lead, first, {"departed"})
     _wait_health(c, lead, second, {"departed"})
@@ -389,6 +396,7 @@ def test_dead_members_cleaned_up_one_per_cycle_never_below_min_voters(
     third = sorted(n for n in live if n != lead)[-1]
     c.kill9(third)
     live.remove(third)
+    lead = c.leader(live, timeout=DEADLINE)
     _wait_health(c, lead, third, {"failed"})
     cycles = _reconcile_cycles(c, lead)
     wait_for(f"three more reconcile cycles on {lead}", lambda: _reconcile_cycles(c, lead) >= cycles + 3, DEADLINE)
@@ -398,7 +406,7 @@ def test_dead_members_cleaned_up_one_per_cycle_never_below_min_voters(
 
     # A replacement joining makes room: the failed voter goes first.
     _join(c, "n6", via=live, failed={third}, voters_after={*live, "n6"})
-    assert f"removing failed voter {third} before n6 joins" in _log(c, lead)
+    assert f"removing failed voter {third} before n6 joins" in _logs(c, live)
     _write(c, "replaced", [*live, "n6"])
 
 
@@ -415,7 +423,12 @@ def _kill_in_turn(c: ProcCluster, leader: str, victims: list[str]) -> None:
             time.sleep(0.5)
 
 
-def test_five_voters_three_dead_advice_names_two_to_remove(make_cluster: Callable[..., ProcCluster]) -> None:
+def test_five_voters_three_dead_every_survivor_gives_the_same_advice(
+        make_cluster: Callable[..., ProcCluster]) -> None:
+    """5 voters, 3 dead: each survivor names the same 2 members (the
+    fewest whose removal gives the 2 live voters a majority) and the same
+    command, from its last probe round; so an operator reading either
+    status runs the same thing."""
     c = make_cluster(5)
     c.start_all()
     lead = c.leader()
@@ -423,47 +436,20 @@ def test_five_voters_three_dead_advice_names_two_to_remove(make_cluster: Callabl
     survivor = followers[0]
     dead = list(reversed(followers[1:]))  # killed in this order, not in id order
     _kill_in_turn(c, lead, dead)
-    # The former leader heard from every member until it went: it names
-    # the two longest down, and the command.
     st, (src, remove) = _wait_advice(c, lead)
-    assert src == lead and remove == dead[:2], st["problems"]
+    assert len(remove) == 2 and set(remove) <= set(dead) and src in (lead, survivor), st["problems"]
     advice = next(p for p in st["problems"] if p.startswith("removing "))
-    assert advice == (f"removing {', '.join(dead[:2])} (not heard from) would restore a quorum of the 3 remaining "
-                      f"voters; if they are gone for good run: quorate recover --from {lead} --remove "
-                      f"{','.join(dead[:2])}"), advice
-    # The other survivor names two of the dead as well, and its own command.
-    st, (src, remove) = _wait_advice(c, survivor)
-    assert src == survivor and len(remove) == 2 and set(remove) <= set(dead), st["problems"]
+    assert advice == (f"removing {', '.join(remove)} (not answering) would restore a quorum of the 3 remaining "
+                      f"voters; if they are gone for good run: quorate recover --from {src} --remove "
+                      f"{','.join(remove)}"), advice
+    st2, other = _wait_advice(c, survivor)
+    assert other == (src, remove), (st["problems"], st2["problems"])
     # Nobody leads meanwhile, and nothing was removed by itself.
     for node in (lead, survivor):
         st = _status(c, node)
         assert st is not None and st["leader"] is None and len(st["voters"]) == 5, st
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: on a follower, down_since (raft_loop._track_down) counts from when this node last heard from a "
-    "member, and followers never hear from each other, so views._advice on a follower survivor ranks the "
-    "other followers as down since its own start and names the members that died last, not the longest down"))
-def test_quorum_advice_on_a_follower_names_the_longest_down(make_cluster: Callable[..., ProcCluster]) -> None:
-    c = make_cluster(5)
-    c.start_all()
-    lead = c.leader()
-    survivor, first, second, third = sorted(n for n in c.agents if n != lead)
-    # `first` leads for a moment (the survivor hears from it), then hands
-    # back; then first, second and third go down in that order.
-    _transfer(c, list(c.agents), first)
-    _transfer(c, list(c.agents), lead)
-    _kill_in_turn(c, lead, [first, second, third])
-    st, (src, remove) = _wait_advice(c, lead)
-    assert remove == [first, second], st["problems"]  # the former leader gets it right
-    st, (src, remove) = _wait_advice(c, survivor)
-    assert src == survivor and remove == [first, second], st["problems"]
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: Agent._remove_self retries the leader's 409 (the removal would break the quorum) every 0.2 s until "
-    "its 15 s deadline, so `quorate members leave` times out after 10 s with 'the write may have happened' "
-    "and never shows the leader's reason"))
 def test_a_leave_that_would_break_the_quorum_is_refused_with_the_reason(
         make_cluster: Callable[..., ProcCluster]) -> None:
     c = make_cluster(3)

@@ -225,7 +225,8 @@ def quorum_recover(endpoint: str, remove: list[str] | None = None) -> Call[dict[
 
 def leave(endpoint: str) -> Call[dict[str, Any]]:
     """That node leaves the cluster (leadership handed over, removed, stopped)."""
-    return Call(Request("POST", "/v1/leave"), _object, False, endpoint=endpoint)
+    # A leader first hands leadership over, then waits for its removal.
+    return Call(Request("POST", "/v1/leave"), _object, False, endpoint=endpoint, extra_timeout=30.0)
 
 
 #: Seconds a backup download or restore may take beyond the request timeout.

@@ -73,7 +73,8 @@ def removal_refusal(voters: set[str], alive: set[str], target: str) -> str | Non
 
 def cleanup(states: list[MemberState], *, suspect_after_s: float, dead_after_s: float, min_voters: int,
             replacements_waiting: int = 0) -> list[str]:
-    """The failed members the leader removes in this pass, longest failed first.
+    """The failed members the leader removes in this pass: failed learners
+    first, then voters, longest failed first.
 
     Failed learners are always removed. Failed voters are removed when they
     have been failed for longer than ``dead_after_s``, or at once when the

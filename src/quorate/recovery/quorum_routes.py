@@ -26,7 +26,10 @@ from aiohttp import web
 from quorate.errors import BadRequest, Conflict
 from quorate.raft import Role
 
-from .quorum import Wait, recovery_leader
+from quorate.manager.electorate import quorum_advice
+from quorate.providers.base import InstanceState
+
+from .quorum import Wait, recover_command, recovery_leader
 from .quorum_watchdog import PROBE_PATH, QuorumWatchdog, decision_json, facts_json, lost_note
 
 
@@ -52,8 +55,28 @@ class QuorumRoutes:
         d = self.wd.latest
         status["quorum_recovery"] = decision_json(d)
         if d is not None and not status.get("quorum"):
-            status["problems"] = list(status.get("problems", [])) + _words(d)
+            status["problems"] = list(status.get("problems", [])) + _words(d) + self._advice()
         return status
+
+    def _advice(self) -> list[str]:
+        """Which voters' removal would restore the quorum (seed 004: name
+        them, and the command), from the watchdog's last probe round, so
+        every survivor sees the same members alive."""
+        obs = self.wd.last_observation
+        if obs is None or not obs.answers:
+            return []
+        voters = set(obs.voters)
+        # Ranked the same on every survivor: members the provider confirms
+        # dead first, then by id (how long a member has been down is only
+        # known to the dead leader; followers never heard from each other).
+        rank = {m: 1.0 for m, v in obs.verdicts.items() if v is InstanceState.TERMINATED}
+        remove = quorum_advice(voters, set(obs.answers), rank)
+        if not remove:
+            return []
+        lead = recovery_leader(obs.answers)
+        return [f"removing {', '.join(remove)} (not answering) would restore a quorum of the "
+                f"{len(voters) - len(remove)} remaining voters; if they are gone for good run: "
+                f"{recover_command(lead)} --remove {','.join(remove)}"]
 
     async def probe(self, request: web.Request) -> web.Response:
         return _json(facts_json(self.wd.facts()))

@@ -105,6 +105,7 @@ class QuorumWatchdog:
         self._sees: frozenset[str] = frozenset()
         self._verdicts: dict[str, InstanceState] = {}
         self.latest: Decision | None = None
+        self.last_observation: Observation | None = None
         self.forced: list[dict[str, Any]] = []
 
     # -- what this node tells the others ---------------------------------------------------
@@ -132,6 +133,7 @@ class QuorumWatchdog:
         now = time.monotonic()
         if self._leader_known(now) or self.rt.id not in node.conf.members():
             self._leaderless_since = None
+            self.last_observation = None
             self._set(None)
             return None
         if self._leaderless_since is None:
@@ -178,12 +180,17 @@ class QuorumWatchdog:
                 if f is not None:
                     answers[f.id] = f
                     universe |= f.voters
+        now = time.monotonic()
+        for m in answers:  # a probe answer is contact too: followers never hear from each other
+            if m != self.rt.id:
+                self.rt.last_contact[m] = now
         verdicts, intact = await self._provider_view(sorted(universe - set(answers)))
         self._sees = frozenset(answers)
         self._verdicts = verdicts
         answers[self.rt.id] = self.facts()
-        return Observation(self.rt.id, voters, answers, verdicts, intact, leaderless_s, self.grace_s,
-                           self.auto_recover)
+        self.last_observation = Observation(self.rt.id, voters, answers, verdicts, intact, leaderless_s,
+                                            self.grace_s, self.auto_recover)
+        return self.last_observation
 
     async def _probe(self, member: str) -> PeerFacts | None:
         info = self.rt.sm.members.get(member)

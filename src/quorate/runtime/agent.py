@@ -250,6 +250,8 @@ class Agent:
                             body = await resp.json(content_type=None)
                             if resp.status == 200 or resp.status == 404:
                                 return
+                            if resp.status == 409:  # refused, with the reason: say it, do not insist
+                                raise Conflict(str(body.get("message") if isinstance(body, dict) else body))
                             log.info("node=%s leave: the leader answered %s %s", self.cfg.id, resp.status, body)
                     except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
                         log.info("node=%s leave: asking the leader failed: %s", self.cfg.id, exc)

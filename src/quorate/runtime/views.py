@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from quorate.manager.electorate import DEPARTED, MemberState, health, quorum_advice
+from quorate.manager.electorate import DEPARTED, MemberState, health
 from quorate.raft import Role
 
 from .raft_loop import RaftRuntime
@@ -49,7 +49,6 @@ def problems(rt: RaftRuntime) -> list[str]:
             f"no leader is known in term {node.term}: writes and linearizable reads are refused. "
             f"A leader needs {len(voters) // 2 + 1} of the {len(voters)} voters ({', '.join(voters)}) "
             "to reach each other; check which of them are down or cut off")
-        out += _advice(rt)
     elif not has_quorum(rt):
         out.append(f"the leader {node.leader} has not been heard from within an election timeout")
     if len(voters) % 2 == 0 and voters:
@@ -57,23 +56,6 @@ def problems(rt: RaftRuntime) -> list[str]:
             f"{len(voters)} voters is an even number: it tolerates no more failures than "
             f"{len(voters) - 1} would; add or remove one voter")
     return out
-
-
-def _advice(rt: RaftRuntime) -> list[str]:
-    """Which members' removal would restore the quorum (seed 004: name
-    them, and the command), once the others have been down a while."""
-    voters = set(rt.node.conf.voters)
-    alive = alive_members(rt) & voters
-    down = [m for m in voters - alive if rt.down_since.get(m) is not None]
-    if len(down) < len(voters - alive):
-        return []  # not heard from since this node started: too early to advise
-    now = time.monotonic()
-    remove = quorum_advice(voters, alive, {m: now - rt.down_since[m] for m in down})
-    if not remove:
-        return []
-    return [f"removing {', '.join(remove)} (not heard from) would restore a quorum of the "
-            f"{len(voters) - len(remove)} remaining voters; if they are gone for good run: "
-            f"quorate recover --from {rt.id} --remove {','.join(remove)}"]
 
 
 def status(rt: RaftRuntime) -> dict[str, Any]:
