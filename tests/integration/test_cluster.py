@@ -118,6 +118,8 @@ def test_join_learner_promote_then_remove(make_cluster) -> None:  # type: ignore
     assert {m["id"] for m in members} == {"n1", "n2", "n3", "n4"}
     assert next(m for m in members if m["id"] == "n4")["api_addr"] == f"127.0.0.1:{a.api_port}"
     r = http("DELETE", c.agents["n2"].url + "/v1/members/n4")
+    assert r.status == 409 and "n4 is alive" in r.body["message"], r  # a live member: refused (S4)
+    r = http("DELETE", c.agents["n2"].url + "/v1/members/n4?force=true")
     assert r.status == 200, r
     wait_for("n4 removed", lambda: c.status("n1")["voters"] == ["n1", "n2", "n3"])
     _put_anywhere(c, "after-remove", "2")

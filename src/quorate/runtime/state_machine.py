@@ -66,7 +66,8 @@ class StateMachine:
         # Members that left or were removed: id -> the log index of that
         # change (the newest DEPARTED_KEEP of them), so `quorate members`
         # can still say where a member went.
-        self.departed: dict[NodeId, int] = {}
+        self.departed: dict[NodeId, tuple[int, str]] = {}  # id -> (index, role it had)
+        self.roles: dict[NodeId, str] = {}  # current members: voter | learner
 
     def apply(self, entry: Entry) -> ApplyResult | None:
         """Apply one committed entry; returns the KV result for NORMAL ones."""
@@ -84,23 +85,26 @@ class StateMachine:
     def _apply_conf_change(self, cc: ConfChange, index: int) -> None:
         if cc.type is ConfChangeType.FORCE:
             voters, self.epoch = cc.forced()
-            for gone in sorted(set(self.members) - voters):
+            for gone in sorted(set(self.roles) - voters):
                 self._depart(gone, index)
             self.members = {m: i for m, i in self.members.items() if m in voters}
+            self.roles = {m: "voter" for m in voters}
             return
         if cc.type is ConfChangeType.REMOVE:
             self.members.pop(cc.node_id, None)
             self._depart(cc.node_id, index)
             return
         self.departed.pop(cc.node_id, None)
+        if cc.type is ConfChangeType.ADD_VOTER or self.roles.get(cc.node_id) != "voter":
+            self.roles[cc.node_id] = "voter" if cc.type is ConfChangeType.ADD_VOTER else "learner"
         info = MemberInfo.decode(cc.context)
         if info is not None:
             self.members[cc.node_id] = info
 
     def _depart(self, node: NodeId, index: int) -> None:
-        self.departed[node] = index
+        self.departed[node] = (index, self.roles.pop(node, "voter"))
         if len(self.departed) > DEPARTED_KEEP:
-            oldest = min(self.departed, key=lambda m: (self.departed[m], m))
+            oldest = min(self.departed, key=lambda m: (self.departed[m][0], m))
             del self.departed[oldest]
 
     def _record_event(self, data: bytes, revision: int) -> None:
@@ -124,7 +128,8 @@ class StateMachine:
     def snapshot(self) -> bytes:
         members = {m: [i.peer_addr, i.api_addr] for m, i in sorted(self.members.items())}
         return msgpack.packb({"format": SNAPSHOT_FORMAT, "kv": self.kv.snapshot(), "members": members,
-                              "epoch": self.epoch, "departed": dict(sorted(self.departed.items()))})
+                              "epoch": self.epoch,
+                              "departed": {m: list(v) for m, v in sorted(self.departed.items())}})
 
     def restore(self, snap: Snapshot) -> None:
         """Replace the whole state with ``snap`` (installed from the leader
@@ -136,12 +141,14 @@ class StateMachine:
             kv = KVStore.restore(raw["kv"])
             members = {str(m): MemberInfo(str(a[0]), str(a[1])) for m, a in raw["members"].items()}
             epoch = int(raw.get("epoch", 0))
-            departed = {str(m): int(i) for m, i in raw.get("departed", {}).items()}
+            departed = {str(m): (int(v[0]), str(v[1])) for m, v in raw.get("departed", {}).items()}
         except Exception as exc:  # any decoding failure is one error for the caller
             raise StateMachineError(f"snapshot at index {snap.meta.index} is unreadable: {exc}") from exc
         self.kv = kv
         self.members = members
         self.epoch = epoch
         self.departed = departed
+        conf = snap.meta.conf
+        self.roles = {**{m: "learner" for m in conf.learners}, **{m: "voter" for m in conf.voters}}
         self.history.reset(kv.revision)
         self.applied_index = snap.meta.index

@@ -107,9 +107,9 @@ def members(rt: RaftRuntime) -> list[dict[str, Any]]:
             "last_contact_ms": None if m.last_contact_s is None else int(m.last_contact_s * 1000),
             "down_ms": int(m.down_for_s * 1000),
         })
-    for m, index in sorted(rt.sm.departed.items(), key=lambda kv: -kv[1]):
+    for m, (index, role) in sorted(rt.sm.departed.items(), key=lambda kv: -kv[1][0]):
         if m in rt.node.conf.members():
             continue
-        out.append({"id": m, "peer_addr": None, "api_addr": None, "role": "departed", "health": DEPARTED,
+        out.append({"id": m, "peer_addr": None, "api_addr": None, "role": role, "health": DEPARTED,
                     "last_contact_ms": None, "departed_at_index": index})
     return out
