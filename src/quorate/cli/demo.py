@@ -255,10 +255,12 @@ def demo(directory: Annotated[Path, typer.Option("--dir", help="Directory of the
          scenario: Annotated[list[str] | None, typer.Option(
              "--scenario", help="Which to play: s1, s2, s3 (repeatable; default all, in the order s1, s3, s2).",
              show_default=False)] = None) -> None:
-    """Play S1 (kill -9 the leader, then a worker), S3 (pause two managers:
-    nothing is forced) and S2 (kill two managers, with and without their
-    data: the cluster heals itself) on the local cluster, starting it if
-    needed, and print a timeline. The cluster keeps running afterwards."""
+    """Play the failure scenarios S1, S3 and S2 on the local cluster, with a timeline.
+
+    S1: kill -9 the leader, then a worker. S3: pause two managers (nothing
+    is forced). S2: kill two managers, with and without their data (the
+    cluster heals itself). Starts the cluster if needed; it keeps running
+    afterwards."""
     wanted = [s.lower() for s in scenario or SCENARIOS]
     unknown = [s for s in wanted if s not in SCENARIOS]
     if unknown:

@@ -49,10 +49,9 @@ def up(
     timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for a leader, and "
                                            "again for every manager to be a voter.")] = 60.0,
 ) -> None:
-    """Start a local cluster in the background; return once it has a leader
-    and its managers are voters.
+    """Start a local cluster in the background, with its managers and workers.
 
-    The first manager bootstraps the cluster; the managers group (n1..nN)
+    Returns once it has a leader and its managers are voters. The first manager bootstraps the cluster; the managers group (n1..nN)
     and the worker groups are applied, and the leader starts the other
     managers and the workers itself. On an existing --dir, the managers that
     `quorate down` stopped are restarted in place, with their data."""
