@@ -96,7 +96,7 @@ def quorate_trials(work: Path, trials: int, keep_data: bool, log: Any) -> tuple[
         members = any_get("/v1/members") or []
         insts = any_get("/v1/instances?group=managers") or []
         running = [i for i in insts if i["state"] == "running" and i.get("tracked")]
-        voters = [m for m in members if m["role"] == "voter"]
+        voters = [m for m in members if m["role"] == "voter" and m["health"] != "departed"]
         return running if len(voters) == 3 and len(running) == 3 else None
 
     try:

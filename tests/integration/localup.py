@@ -103,7 +103,7 @@ class LocalUp:
         for e in self.answering():
             r = http("GET", e + "/v1/members", timeout=5.0)
             if r.status == 200:
-                return sorted(m["id"] for m in r.body if m["role"] == "voter")
+                return sorted(m["id"] for m in r.body if m["role"] == "voter" and m["health"] != "departed")
         return []
 
     def put(self, key: str, value: str) -> int:

@@ -95,7 +95,7 @@ class _Demo:
         return lead if lead and lead != not_ else None
 
     def voters(self, client: Client) -> list[str] | None:
-        v = sorted(m.id for m in client.members() if m.role == "voter")
+        v = sorted(m.id for m in client.members() if m.role == "voter" and m.health != "departed")
         return v if len(v) == self.cluster.managers else None
 
     def managers(self, client: Client) -> list[dict[str, Any]]:

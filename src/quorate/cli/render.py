@@ -78,7 +78,8 @@ def print_members(console: Console, members: Sequence[Member]) -> None:
         table.add_column(name)
     for m in members:
         contact = "-" if m.last_contact_ms is None else _ms(m.last_contact_ms)
-        table.add_row(escape(m.id), escape(m.role), _styled(m.health, _HEALTH_STYLE.get(m.health, "")),
+        role = f"(was {m.role})" if m.health == "departed" else m.role
+        table.add_row(escape(m.id), escape(role), _styled(m.health, _HEALTH_STYLE.get(m.health, "")),
                       escape(m.peer_addr), escape(m.api_addr), contact)
     console.print(table)
 

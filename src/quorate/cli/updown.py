@@ -152,7 +152,7 @@ def _wait_for_voters(cluster: LocalCluster, client: Client, timeout: float) -> b
     shown = -1
     while time.monotonic() < deadline:
         try:
-            voters = [m for m in client.members() if m.role == "voter"]
+            voters = [m for m in client.members() if m.role == "voter" and m.health != "departed"]
         except QuorateClientError:
             voters = []
         if len(voters) != shown:
