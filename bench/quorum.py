@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import statistics
 import signal
 import subprocess
 import sys
@@ -259,4 +260,4 @@ def etcd_trials(work: Path, binary: str, trials: int, log: Any) -> tuple[list[fl
 
 def summary_note(ms: list[float]) -> str:
     s = sorted(ms)
-    return f"min {s[0]:.0f}, median {s[len(s) // 2]:.0f}, max {s[-1]:.0f} ms over {len(s)} trials"
+    return f"min {s[0]:.0f}, median {statistics.median(s):.0f}, max {s[-1]:.0f} ms over {len(s)} trials"
