@@ -17,33 +17,19 @@ import pytest
 from quorate.providers import Provider, ProcessProvider
 from quorate.providers.process import read_record, reap_children
 from quorate.testing.fake_provider import FakeProvider
-from quorate.testing.provider_conformance import CHECKS, ProviderFactory
-
-
-def _pids_running(marker: str) -> list[int]:
-    """Live processes whose command line holds ``marker``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if marker.encode() in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
+from quorate.testing.provider_conformance import CHECKS, ProviderFactory, pids_running
 
 
 def _sweep(marker: str) -> list[int]:
     """Kill and reap what a test left running; returns the pids it found."""
-    left = _pids_running(marker)
+    left = pids_running(marker)
     for pid in left:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + 10
-    while (_pids_running(marker) or set(left) & reap_children()) and time.monotonic() < deadline:
+    while (pids_running(marker) or set(left) & reap_children()) and time.monotonic() < deadline:
         time.sleep(0.02)
     return left
 

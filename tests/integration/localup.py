@@ -34,9 +34,11 @@ def free_base_port(managers: int) -> int:
 
 
 def quorate(*args: str | Path, timeout: float = CMD_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """`python -m quorate ...`, without the caller's QUORATE_* settings and
+    with no terminal on stdin (so no prompt can be answered)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUORATE_")}
     return subprocess.run([sys.executable, "-m", "quorate", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+                          timeout=timeout, env=env, stdin=subprocess.DEVNULL)
 
 
 def ok(r: subprocess.CompletedProcess[str]) -> str:

@@ -17,10 +17,8 @@ src/quorate/manager/electorate.py).
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -29,6 +27,8 @@ from typing import Any
 import pytest
 
 from .harness import ProcCluster, http, wait_for
+from .localup import ok as _ok
+from .localup import quorate
 
 pytestmark = pytest.mark.integration
 
@@ -41,15 +41,7 @@ ADVICE = re.compile(r"quorate recover --from (\S+) --remove (\S+)")
 
 
 def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    """`python -m quorate ...` with no terminal on stdin."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QUORATE_")}
-    return subprocess.run([sys.executable, "-m", "quorate", *map(str, args)], capture_output=True, text=True,
-                          timeout=CLI_TIMEOUT, env=env, stdin=subprocess.DEVNULL)
-
-
-def _ok(r: subprocess.CompletedProcess[str]) -> str:
-    assert r.returncode == 0, f"exit {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
-    return r.stdout
+    return quorate(*args, timeout=CLI_TIMEOUT)
 
 
 def _status(c: ProcCluster, node: str) -> dict[str, Any] | None:

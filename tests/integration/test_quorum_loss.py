@@ -32,7 +32,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,7 +40,8 @@ from typing import Any
 import pytest
 
 from .harness import ProcCluster, http, wait_for
-from .localup import LocalUp, _slot, wait
+from .localup import LocalUp, _slot, quorate, wait
+from .localup import ok as _ok
 
 pytestmark = pytest.mark.integration
 
@@ -56,15 +56,7 @@ EPOCH_KEY = "_quorate/recovery/epochs/"
 
 
 def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    """`python -m quorate ...` with no terminal on stdin (so no prompt can be answered)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QUORATE_")}
-    return subprocess.run([sys.executable, "-m", "quorate", *map(str, args)], capture_output=True, text=True,
-                          timeout=CLI_TIMEOUT, env=env, stdin=subprocess.DEVNULL)
-
-
-def _ok(r: subprocess.CompletedProcess[str]) -> str:
-    assert r.returncode == 0, f"exit {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
-    return r.stdout
+    return quorate(*args, timeout=CLI_TIMEOUT)
 
 
 def _status(url: str, timeout: float = 3.0) -> dict[str, Any] | None:

@@ -159,8 +159,8 @@ class Manager:
             self._providers[name] = p
         return p
 
-    def _providers_in_use(self) -> list[Provider]:
-        names = {"process"} | {spec.provider for spec in self._specs().values()}
+    def _providers_in_use(self, specs: dict[str, GroupSpec] | None = None) -> list[Provider]:
+        names = {"process"} | {spec.provider for spec in (specs if specs is not None else self._specs()).values()}
         out = []
         for name in sorted(names):
             try:
@@ -302,7 +302,7 @@ class Manager:
         records = self._records()
         listed: dict[str, list[Instance]] = defaultdict(list)
         owner: dict[str, Provider] = {}
-        for provider in self._providers_in_use():
+        for provider in self._providers_in_use(specs):
             async with asyncio.timeout(self.settings.call_timeout_s):
                 for inst in await provider.list(None):
                     listed[inst.group].append(inst)

@@ -21,7 +21,7 @@ import pytest
 
 from quorate.providers import InstanceState, LaunchSpec, ProcessProvider, ProviderError, StaleFencingToken
 from quorate.providers.process import InstanceRecord, read_record, read_stat, reap_children
-from quorate.testing.provider_conformance import cleanup
+from quorate.testing.provider_conformance import cleanup, pids_running
 
 SLEEP = "import time; time.sleep(600)"
 
@@ -40,20 +40,6 @@ def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 10.0
 def alive(pid: int) -> bool:
     stat = read_stat(pid)
     return stat is not None and stat.state not in ("Z", "X")
-
-
-def pids_running(marker: str) -> list[int]:
-    """Live processes whose command line holds ``marker``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if marker.encode() in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 def kill_and_reap(*pids: int) -> None:
