@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo sim-demo test sweep bench bench-quick bench-election clean
+.PHONY: demo sim-demo test netns-tools sweep bench bench-quick bench-election clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,21 @@ demo: $(STAMP)
 sim-demo: $(STAMP)
 	$(PY) -m quorate.sim demo
 
-test: $(STAMP)
+# The network-namespace tests need ip (iproute2) and nft (nftables); as root
+# with apt they are installed here, otherwise those tests skip saying why.
+test: $(STAMP) netns-tools
 	$(PY) -m pytest -q
+
+netns-tools:
+	@if ! command -v nft >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing iproute2 and nftables for the network namespace tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q iproute2 nftables >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -q iproute2 nftables >/dev/null 2>&1; } || \
+	    echo "could not install iproute2/nftables: the network namespace tests will skip"; \
+	  fi; \
+	fi
 
 # A longer seed sweep than CI runs.
 sweep: $(STAMP)

@@ -329,6 +329,7 @@ class RaftRuntime:
         self.leadership.set(now)
         if now.is_leader and not prev.is_leader:
             self._leader_since = time.monotonic()
+            log.info("node=%s term=%d became leader", self.id, self.node.term)
         if prev.is_leader and not now.is_leader:
             # Uncommitted proposals may still commit under the next leader;
             # their waiters keep waiting (bounded by the request timeout).
