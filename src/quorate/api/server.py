@@ -77,12 +77,29 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(code, exc.reason or code, exc.status)
 
 
-def _auth(token: str | None) -> Callable[..., Awaitable[web.StreamResponse]]:
+def _remote(request: web.Request) -> str:
+    """``host:port`` of the caller, for log lines."""
+    peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(request.remote)
+
+
+def _auth(token: str | None, node_id: str) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Bearer-token check; /v1/health stays open so that load balancers and
+    the health checks of other tools need no secret. A refusal is logged with
+    the caller's address and what was wrong, never with the presented token."""
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if token is not None and request.path != "/v1/health":
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                why = ("no Authorization header" if not given else
+                       "wrong bearer token" if given.startswith("Bearer ") else "not a bearer token")
+                # The raw path: percent-escapes stay escaped, so no line can be forged in the log.
+                log.warning("node=%s refused API request %s %.200s from %s: unauthorized (%s)", node_id,
+                            request.method, request.rel_url.raw_path, _remote(request), why)
                 return _error("unauthorized", "a valid 'Authorization: Bearer TOKEN' header is required", 401)
         return await handler(request)
 
@@ -131,7 +148,7 @@ class Api:
     # -- app ------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        middlewares = [_errors, _auth(self.api_token)]
+        middlewares = [_errors, _auth(self.api_token, self.rt.id)]
         if self.gate is not None:
             middlewares.append(_gate_middleware(self.gate))
         app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
@@ -272,7 +289,7 @@ class Api:
     async def watch(self, request: web.Request) -> web.Response:
         prefix = request.query.get("prefix", "")
         start = _int_query(request, "from_revision")
-        timeout = min(float(request.query.get("timeout", "30") or 30), WATCH_MAX_S)
+        timeout = min(_float_query(request, "timeout", 30.0), WATCH_MAX_S)
         if start is None:
             start = self.rt.sm.kv.revision + 1
         loop = asyncio.get_running_loop()
@@ -385,9 +402,11 @@ def _hides_reserved(prefix: str) -> bool:
 
 
 def _loads(raw: bytes) -> object:
+    # ValueError covers JSONDecodeError, bad UTF-8 and integers over 4300
+    # digits; RecursionError is a body nested past the parser's depth.
     try:
         return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
 
 
@@ -409,6 +428,18 @@ def _int_query(request: web.Request, name: str) -> int | None:
     if value < 0:
         raise BadRequest(f"query parameter {name} must not be negative")
     return value
+
+
+def _float_query(request: web.Request, name: str, default: float) -> float:
+    """A number of seconds from the query string; a word there is the
+    caller's mistake (400), not the server's (500)."""
+    raw = request.query.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise BadRequest(f"query parameter {name} must be a number, got {raw[:40]!r}") from None
 
 
 def _kv_json(kv: Any) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from quorate.providers.base import LaunchSpec
 MANAGERS_GROUP = "managers"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 MAX_SIZE = 1000
+MAX_FORMAT_WIDTH = 1000
 
 INSTANCE_FIELDS = frozenset({"group", "slot", "index", "logical_id", "instance_id", "incarnation", "member_id"})
 CONTEXT_FIELDS = frozenset({"join", "cluster_id"})
@@ -169,9 +170,18 @@ def _valid_name(name: str) -> bool:
 
 def _fields(text: str) -> set[str]:
     try:
-        return {f.split(".")[0].split("[")[0] for _, f, _, _ in string.Formatter().parse(text) if f is not None}
+        parsed = [(f, spec) for _, f, spec, _ in string.Formatter().parse(text) if f is not None]
     except ValueError as exc:
         raise ValueError(f"bad placeholder syntax in {text!r}: {exc}") from None
+    for f, spec in parsed:
+        # "{index:300000000}" is a 30-byte spec that renders 300 MB (at
+        # validation, then at every create): widths and precisions are capped,
+        # and nested placeholders ("{index:{port}{port}}") could evade the cap.
+        if "{" in spec:
+            raise ValueError(f"placeholder {{{f}:{spec}}}: no placeholders inside a format spec")
+        if any(len(n) > 4 or int(n) > MAX_FORMAT_WIDTH for n in re.findall(r"\d+", spec)):
+            raise ValueError(f"placeholder {{{f}:{spec}}}: format widths are limited to {MAX_FORMAT_WIDTH}")
+    return {f.split(".")[0].split("[")[0] for f, _ in parsed}
 
 
 def _check_placeholders(template: Template, health: HealthCheck) -> None:
@@ -224,6 +234,8 @@ def load_spec_text(text: str, source: str = "spec") -> list[GroupSpec]:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
         raise SpecError(f"{source} is not valid YAML or JSON: {exc}") from None
+    except RecursionError:  # the YAML parser recurses once per nesting level
+        raise SpecError(f"{source} is nested too deeply to be a group spec") from None
     specs: list[GroupSpec] = []
     for doc in docs:
         items = doc if isinstance(doc, list) else [doc]

@@ -123,7 +123,7 @@ class QuorumRoutes:
     async def recover(self, request: web.Request) -> web.Response:
         try:
             body = json.loads(await request.read() or b"{}")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
             raise BadRequest("the body is not valid JSON") from None
         if not isinstance(body, dict) or body.get("confirm") is not True:
             raise BadRequest('forcing a new configuration needs {"confirm": true}; see GET /v1/quorum/recover')

@@ -120,7 +120,7 @@ class RecoveryRoutes:
         raw = await request.read()
         try:
             body = ProceedBody.model_validate(json.loads(raw) if raw else {})
-        except (ValueError, ValidationError) as exc:
+        except (ValueError, RecursionError, ValidationError) as exc:  # RecursionError: nested too deeply
             raise BadRequest(f"invalid request body: expected {{\"node\": ID or null}} ({exc})") from None
         await self.rt.read_barrier()
         view = recovery_view(self.rt)

@@ -37,6 +37,8 @@ HEADER_SIZE = _HEADER.size
 MAX_PAYLOAD = (1 << 31) - 1
 _ENTRY, _HARD_STATE, _MARKER = 1, 2, 3
 _KINDS = {kind.value: kind for kind in EntryKind}
+_SCAN_BUDGET_PER_BYTE = 8  # bytes checksummed per byte of buffer by find_intact_frame
+_SCAN_BUDGET_BASE = 16 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +89,22 @@ def check_frame(buf: bytes, offset: int) -> tuple[int, memoryview] | str:
 
 
 def find_intact_frame(buf: bytes, start: int) -> int | None:
-    """Offset of the first intact frame at or after ``start``, if any."""
+    """Offset of the first intact frame at or after ``start``, if any.
+
+    Each candidate costs a CRC over the length its header claims, so bytes
+    full of record-like headers (entry data is the clients') would make the
+    search quadratic: hours for one damaged segment. Past a budget linear in
+    the buffer it raises ``ValueError`` instead, and the caller refuses to
+    start (the safe side: it cannot tell a torn write from damage)."""
+    budget = _SCAN_BUDGET_PER_BYTE * len(buf) + _SCAN_BUDGET_BASE
     pos = buf.find(MAGIC, start)
     while pos != -1:
+        if len(buf) - pos >= HEADER_SIZE:
+            length = _HEADER.unpack_from(buf, pos)[1]
+            if pos + HEADER_SIZE + length <= len(buf):  # only then is a CRC computed
+                budget -= length
+                if budget < 0:
+                    raise ValueError("too many record-like headers to check after it")
         if not isinstance(check_frame(buf, pos), str):
             return pos
         pos = buf.find(MAGIC, pos + 1)
@@ -108,21 +123,27 @@ def decode_items(payload: memoryview) -> list[Item]:
     return [_decode_item(item) for item in raw]
 
 
+def _nat(value: object) -> bool:
+    """An int >= 0: terms and indices are never negative, and a bool is not
+    an int here (``True`` must not read as index 1)."""
+    return type(value) is int and value >= 0
+
+
 def _decode_item(item: object) -> Item:
     # Plain checks rather than ``match``: this runs once per entry on replay.
     if type(item) is tuple and item:
         tag = item[0]
         if tag == _ENTRY and len(item) == 5:
             _, term, index, kind, data = item
-            if type(term) is int and type(index) is int and type(data) is bytes:
+            if _nat(term) and _nat(index) and type(data) is bytes:
                 if type(kind) is int and kind in _KINDS:
                     return Entry(term, index, _KINDS[kind], data)
         elif tag == _HARD_STATE and len(item) == 4:
             _, term, vote, commit = item
-            if type(term) is int and (vote is None or type(vote) is str) and type(commit) is int:
+            if _nat(term) and (vote is None or type(vote) is str) and _nat(commit):
                 return HardState(term, vote, commit)
         elif tag == _MARKER and len(item) == 3:
             _, index, term = item
-            if type(index) is int and type(term) is int:
+            if _nat(index) and _nat(term):
                 return SnapshotMarker(index, term)
     raise ValueError(f"unknown record item {item!r:.80}")

@@ -83,10 +83,25 @@ def decode_snapshot(path: Path, buf: bytes) -> tuple[Snapshot, Origin]:
         raise StorageCorruption(path, _CRC_AT, "snapshot CRC mismatch")
     try:
         index, term, voters, learners, origin = msgpack.unpackb(view[_HEADER.size : meta_end])
-        meta = SnapshotMeta(index, term, ConfState(frozenset(voters), frozenset(learners)))
+        meta = SnapshotMeta(_nat(index), _nat(term), ConfState(_ids(voters), _ids(learners)))
         return Snapshot(meta, bytes(view[meta_end:])), Origin(origin)
     except Exception as exc:  # CRC passed: written by another version or a bug
         raise StorageCorruption(path, _HEADER.size, f"undecodable snapshot meta ({exc})") from exc
+
+
+def _nat(value: object) -> int:
+    """An index or term: an int >= 0 (not a bool, not a string)."""
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{value!r:.40} is not an index or term")
+    return value
+
+
+def _ids(value: object) -> frozenset[str]:
+    """Voters or learners: a list of node ids (``frozenset`` alone would
+    turn a string into its characters and a map into its keys)."""
+    if type(value) is not list or not all(type(m) is str for m in value):
+        raise ValueError(f"{value!r:.40} is not a list of node ids")
+    return frozenset(value)
 
 
 class SnapshotDir:

@@ -80,7 +80,10 @@ def scan_segment(path: Path, *, is_last: bool) -> SegmentScan:
 def _torn_or_corrupt(path: Path, buf: bytes, offset: int, reason: str, is_last: bool) -> TornTail:
     if not is_last:
         raise StorageCorruption(path, offset, f"{reason} in a segment that later segments follow")
-    later = find_intact_frame(buf, offset + 1)
+    try:
+        later = find_intact_frame(buf, offset + 1)
+    except ValueError as exc:
+        raise StorageCorruption(path, offset, f"{reason}, and {exc}") from exc
     if later is not None:
         raise StorageCorruption(
             path, offset, f"{reason}, yet an intact record follows at byte offset {later}"
