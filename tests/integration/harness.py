@@ -13,14 +13,16 @@ import random
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -77,13 +79,13 @@ class HttpResult:
 
 
 def http(method: str, url: str, body: Any = None, timeout: float = 10.0, raw: bytes | None = None,
-         headers: dict[str, str] | None = None) -> HttpResult:
+         headers: dict[str, str] | None = None, context: ssl.SSLContext | None = None) -> HttpResult:
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     if data is not None:
         req.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             payload = resp.read()
             status = resp.status
     except urllib.error.HTTPError as exc:
@@ -102,6 +104,7 @@ class Agent:
     root: Path
     extra: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
+    scheme: str = "http"  # https when the cluster runs with --tls-cert
 
     @property
     def data_dir(self) -> Path:
@@ -117,7 +120,7 @@ class Agent:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"{self.scheme}://127.0.0.1:{self.api_port}"
 
     @property
     def peer_addr(self) -> str:
@@ -126,22 +129,42 @@ class Agent:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
 
 class ProcCluster:
-    """A cluster of agent processes; ``start_all`` bootstraps it."""
+    """A cluster of agent processes; ``start_all`` bootstraps it.
+
+    For a secured cluster: ``node_extra`` adds flags per node (each node's
+    own --tls-cert/--tls-key), ``client_ssl`` makes the API URLs https and is
+    used by the helpers below, as is ``api_token``."""
+
+    # Class defaults too: subclasses with an __init__ of their own (netlab) have them.
+    client_ssl: ssl.SSLContext | None = None
+    api_token: str | None = None
+    node_extra: Mapping[str, list[str]] = MappingProxyType({})
 
     def __init__(self, root: Path, n: int, *, extra: list[str] | None = None,
-                 election_ms: int = 600, heartbeat_ms: int = 60) -> None:
+                 election_ms: int = 600, heartbeat_ms: int = 60,
+                 node_extra: Mapping[str, list[str]] | None = None, client_ssl: ssl.SSLContext | None = None,
+                 api_token: str | None = None) -> None:
         self.root = root
+        self.client_ssl = client_ssl
+        self.api_token = api_token
+        self.node_extra = dict(node_extra or {})
         ports = free_ports(2 * n)
         # A cluster id of its own: a port freed by a killed agent may be taken by
         # another test run's agent, and the handshake must then refuse the link.
         self.cluster_id = f"test-{secrets.token_hex(4)}"
         self.extra = ["--cluster-id", self.cluster_id, "--heartbeat-ms", str(heartbeat_ms),
                       "--election-timeout-ms", str(election_ms), *(extra or [])]
-        self.agents = {f"n{i + 1}": Agent(f"n{i + 1}", ports[2 * i], ports[2 * i + 1], root, list(self.extra))
-                       for i in range(n)}
+        self.agents = {f"n{i + 1}": self._agent(f"n{i + 1}", ports[2 * i], ports[2 * i + 1]) for i in range(n)}
         self.bootstrap = ",".join(f"{a.id}={a.peer_addr}" for a in self.agents.values())
+
+    def _agent(self, node_id: str, peer_port: int, api_port: int) -> Agent:
+        return Agent(node_id, peer_port, api_port, self.root, [*self.extra, *self.node_extra.get(node_id, [])],
+                     scheme="https" if self.client_ssl is not None else "http")
 
     # -- processes -------------------------------------------------------------
 
@@ -171,7 +194,7 @@ class ProcCluster:
 
     def add_agent(self, node_id: str) -> Agent:
         peer, api = free_ports(2)
-        a = Agent(node_id, peer, api, self.root, list(self.extra))
+        a = self._agent(node_id, peer, api)
         self.agents[node_id] = a
         return a
 
@@ -205,10 +228,25 @@ class ProcCluster:
             out.append(f"===== {a.id} ({a.log_path}) =====\n{text[-20000:]}")
         return "\n".join(out)
 
+    def wait_log(self, node_id: str, needle: str, timeout: float = DEADLINE) -> str:
+        """The first line of ``node_id``'s log containing ``needle``, waiting for it."""
+        a = self.agents[node_id]
+
+        def found() -> str | None:
+            return next((line for line in a.log_text().splitlines() if needle in line), None)
+
+        return wait_for(f"{needle!r} in {a.log_path}", found, timeout, every=0.1)
+
     # -- API ---------------------------------------------------------------------------
 
+    def api(self, method: str, node_id: str, path: str, body: Any = None, timeout: float = 10.0) -> HttpResult:
+        """A request to a node's API with the cluster's token and client certificate."""
+        headers = {"Authorization": f"Bearer {self.api_token}"} if self.api_token else None
+        return http(method, self.agents[node_id].url + path, body, timeout=timeout, headers=headers,
+                    context=self.client_ssl)
+
     def status(self, node_id: str, timeout: float = 2.0) -> dict[str, Any]:
-        r = http("GET", self.agents[node_id].url + "/v1/status", timeout=timeout)
+        r = self.api("GET", node_id, "/v1/status", timeout=timeout)
         assert r.status == 200, r
         return r.body  # type: ignore[no-any-return]
 
@@ -230,8 +268,8 @@ class ProcCluster:
         return wait_for(f"one leader among {nodes}", agreed, timeout)
 
     def put(self, node_id: str, key: str, value: str, **kw: Any) -> HttpResult:
-        return http("PUT", f"{self.agents[node_id].url}/v1/kv/{key}", {"value": value, **kw})
+        return self.api("PUT", node_id, f"/v1/kv/{key}", {"value": value, **kw})
 
     def get(self, node_id: str, key: str, stale: bool = False) -> HttpResult:
         q = "?consistency=stale" if stale else ""
-        return http("GET", f"{self.agents[node_id].url}/v1/kv/{key}{q}")
+        return self.api("GET", node_id, f"/v1/kv/{key}{q}")

@@ -18,7 +18,20 @@ from quorate.config import default_backup_dir
 from quorate.recovery import Backup, BackupDir, BackupError, decode
 from quorate.recovery.offline import OfflineError, newest, stage
 
-from .common import ClusterOptions, EndpointOpt, JsonOpt, TokenOpt, cluster_errors, fail, print_json, stdout
+from .common import (
+    ClusterOptions,
+    EndpointOpt,
+    JsonOpt,
+    TlsCaOpt,
+    TlsCertOpt,
+    TlsFiles,
+    TlsKeyOpt,
+    TokenOpt,
+    cluster_errors,
+    fail,
+    print_json,
+    stdout,
+)
 from .recovery import when
 
 app = typer.Typer(help="Save, restore, inspect and list backups of the store.", no_args_is_help=True)
@@ -66,7 +79,9 @@ def _describe(b: Backup) -> str:
 
 @app.command("save")
 def save(file: FileArg, data_dir: DataDirOpt = None, backup_dir: BackupDirOpt = None, endpoint: EndpointOpt = None,
-         token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+         token: TokenOpt = None,
+         tls_ca: TlsCaOpt = None, tls_cert: TlsCertOpt = None, tls_key: TlsKeyOpt = None,
+         as_json: JsonOpt = False) -> None:
     """Write a backup of the store to FILE.
 
     Online (default): a fresh backup taken by the node asked (it takes a new
@@ -80,7 +95,7 @@ def save(file: FileArg, data_dir: DataDirOpt = None, backup_dir: BackupDirOpt = 
             raise fail(str(exc)) from None
         data = source.read_bytes()
     else:
-        opts = ClusterOptions(endpoint, token, as_json)
+        opts = ClusterOptions(endpoint, token, as_json, TlsFiles(tls_ca, tls_cert, tls_key))
         with cluster_errors(as_json):
             data = opts.client(timeout=30.0).backup_save()
         try:
@@ -96,7 +111,9 @@ def save(file: FileArg, data_dir: DataDirOpt = None, backup_dir: BackupDirOpt = 
 
 @app.command("restore")
 def restore(file: FileArg, data_dir: DataDirOpt = None, backup_dir: BackupDirOpt = None, yes: YesOpt = False,
-            endpoint: EndpointOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+            endpoint: EndpointOpt = None, token: TokenOpt = None,
+            tls_ca: TlsCaOpt = None, tls_cert: TlsCertOpt = None, tls_key: TlsKeyOpt = None,
+            as_json: JsonOpt = False) -> None:
     """Restore the backup FILE.
 
     Online (default): the store's keys are made equal to the backup's
@@ -126,7 +143,7 @@ def restore(file: FileArg, data_dir: DataDirOpt = None, backup_dir: BackupDirOpt
     if not yes:
         typer.confirm(f"Replace every key of the store with the {backup.header.keys} keys of "
                       f"{_describe(backup)}?", abort=True)
-    opts = ClusterOptions(endpoint, token, as_json)
+    opts = ClusterOptions(endpoint, token, as_json, TlsFiles(tls_ca, tls_cert, tls_key))
     with cluster_errors(as_json):
         result = opts.client(timeout=30.0).backup_restore(data)
     if as_json:

@@ -19,7 +19,20 @@ from rich.table import Table
 from quorate.client import QuorateClientError
 from quorate.manager.spec import GroupSpec, SpecError, load_spec_text
 
-from .common import ClusterOptions, EndpointOpt, JsonOpt, TokenOpt, cluster_errors, fail, print_json, stdout
+from .common import (
+    ClusterOptions,
+    EndpointOpt,
+    JsonOpt,
+    TlsCaOpt,
+    TlsCertOpt,
+    TlsFiles,
+    TlsKeyOpt,
+    TokenOpt,
+    cluster_errors,
+    fail,
+    print_json,
+    stdout,
+)
 from .recovery import when
 
 app = typer.Typer(help="Declare groups of instances; the managers keep them running.", no_args_is_help=True)
@@ -58,12 +71,14 @@ def load_specs(path: str) -> list[GroupSpec]:
 def apply(file: Annotated[str, typer.Argument(metavar="FILE", show_default=False,
                                               help="YAML or JSON with one or more group specs; '-' reads "
                                                    "standard input.")],
-          endpoint: EndpointOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+          endpoint: EndpointOpt = None, token: TokenOpt = None,
+          tls_ca: TlsCaOpt = None, tls_cert: TlsCertOpt = None, tls_key: TlsKeyOpt = None,
+          as_json: JsonOpt = False) -> None:
     """Create or update the groups in FILE; prints each one's revision and spec hash.
 
     The whole file is validated first: a bad spec exits 2 and nothing is sent."""
     specs = load_specs(file)
-    opts = ClusterOptions(endpoint, token, as_json)
+    opts = ClusterOptions(endpoint, token, as_json, TlsFiles(tls_ca, tls_cert, tls_key))
     applied: list[dict[str, Any]] = []
     with cluster_errors(as_json):
         client = opts.client()
@@ -106,9 +121,11 @@ def print_groups(console: Console, groups: Sequence[Mapping[str, Any]]) -> None:
 
 
 @app.command("list")
-def list_groups(endpoint: EndpointOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+def list_groups(endpoint: EndpointOpt = None, token: TokenOpt = None,
+                tls_ca: TlsCaOpt = None, tls_cert: TlsCertOpt = None, tls_key: TlsKeyOpt = None,
+                as_json: JsonOpt = False) -> None:
     """List the groups: provider, desired instances, spec hash, revision."""
-    opts = ClusterOptions(endpoint, token, as_json)
+    opts = ClusterOptions(endpoint, token, as_json, TlsFiles(tls_ca, tls_cert, tls_key))
     with cluster_errors(as_json):
         groups = opts.client().list_groups()
         if as_json:
@@ -201,9 +218,11 @@ def print_group(console: Console, data: Mapping[str, Any]) -> None:
 
 
 @app.command("show")
-def show(group: GroupArg, endpoint: EndpointOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+def show(group: GroupArg, endpoint: EndpointOpt = None, token: TokenOpt = None,
+         tls_ca: TlsCaOpt = None, tls_cert: TlsCertOpt = None, tls_key: TlsKeyOpt = None,
+         as_json: JsonOpt = False) -> None:
     """Show a group: its spec, its slots and the controller's last cycle."""
-    opts = ClusterOptions(endpoint, token, as_json)
+    opts = ClusterOptions(endpoint, token, as_json, TlsFiles(tls_ca, tls_cert, tls_key))
     with cluster_errors(as_json):
         data = opts.client().get_group(group)
         if as_json:
@@ -213,11 +232,13 @@ def show(group: GroupArg, endpoint: EndpointOpt = None, token: TokenOpt = None, 
 
 
 @app.command("delete")
-def delete(group: GroupArg, endpoint: EndpointOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+def delete(group: GroupArg, endpoint: EndpointOpt = None, token: TokenOpt = None,
+           tls_ca: TlsCaOpt = None, tls_cert: TlsCertOpt = None, tls_key: TlsKeyOpt = None,
+           as_json: JsonOpt = False) -> None:
     """Delete a group; the managers then stop its instances.
 
     The managers group cannot be deleted: change its logical_ids instead."""
-    opts = ClusterOptions(endpoint, token, as_json)
+    opts = ClusterOptions(endpoint, token, as_json, TlsFiles(tls_ca, tls_cert, tls_key))
     with cluster_errors(as_json):
         result = opts.client().delete_group(group)
         if as_json:
@@ -245,9 +266,11 @@ def print_instances(console: Console, instances: Sequence[Mapping[str, Any]]) ->
 @instances_app.command("list")
 def list_instances(group: Annotated[str | None, typer.Option("--group", "-g", metavar="ID", show_default=False,
                                                              help="Only this group's instances.")] = None,
-                   endpoint: EndpointOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+                   endpoint: EndpointOpt = None, token: TokenOpt = None,
+                   tls_ca: TlsCaOpt = None, tls_cert: TlsCertOpt = None, tls_key: TlsKeyOpt = None,
+                   as_json: JsonOpt = False) -> None:
     """List the instances the leader's providers see: state, pid, health."""
-    opts = ClusterOptions(endpoint, token, as_json)
+    opts = ClusterOptions(endpoint, token, as_json, TlsFiles(tls_ca, tls_cert, tls_key))
     with cluster_errors(as_json):
         found = opts.client().list_instances(group)
         if as_json:

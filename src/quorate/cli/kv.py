@@ -12,7 +12,19 @@ import typer
 from quorate.client import Client, NotFoundError
 
 from . import render
-from .common import ClusterOptions, EndpointOpt, JsonOpt, TokenOpt, cluster_errors, print_json, stdout
+from .common import (
+    ClusterOptions,
+    EndpointOpt,
+    JsonOpt,
+    TlsCaOpt,
+    TlsCertOpt,
+    TlsFiles,
+    TlsKeyOpt,
+    TokenOpt,
+    cluster_errors,
+    print_json,
+    stdout,
+)
 
 app = typer.Typer(help="Read, write, list and watch keys.", no_args_is_help=True)
 
@@ -27,9 +39,10 @@ PrevRevOpt = Annotated[int | None, typer.Option(
 
 @app.command("get")
 def get(key: KeyArg, stale: StaleOpt = False, endpoint: EndpointOpt = None, token: TokenOpt = None,
+        tls_ca: TlsCaOpt = None, tls_cert: TlsCertOpt = None, tls_key: TlsKeyOpt = None,
         as_json: JsonOpt = False) -> None:
     """Print a key's value (exit 1 with not_found when it is absent)."""
-    opts = ClusterOptions(endpoint, token, as_json)
+    opts = ClusterOptions(endpoint, token, as_json, TlsFiles(tls_ca, tls_cert, tls_key))
     with cluster_errors(as_json):
         kv = opts.client().get(key, stale=stale)
         if kv is None:
@@ -45,6 +58,7 @@ def put(key: KeyArg,
         value: Annotated[str, typer.Argument(metavar="VALUE", help="The value; '-' reads it from standard input.",
                                              show_default=False)],
         prev_revision: PrevRevOpt = None, endpoint: EndpointOpt = None, token: TokenOpt = None,
+        tls_ca: TlsCaOpt = None, tls_cert: TlsCertOpt = None, tls_key: TlsKeyOpt = None,
         as_json: JsonOpt = False) -> None:
     """Set a key; prints the key's new revision.
 
@@ -52,7 +66,7 @@ def put(key: KeyArg,
     revision_mismatch (exit 1) when the key has changed."""
     if value == "-":
         value = sys.stdin.read()
-    opts = ClusterOptions(endpoint, token, as_json)
+    opts = ClusterOptions(endpoint, token, as_json, TlsFiles(tls_ca, tls_cert, tls_key))
     with cluster_errors(as_json):
         revision = opts.client().put(key, value, prev_revision=prev_revision)
         if as_json:
@@ -63,9 +77,10 @@ def put(key: KeyArg,
 
 @app.command("del")
 def delete(key: KeyArg, prev_revision: PrevRevOpt = None, endpoint: EndpointOpt = None, token: TokenOpt = None,
+           tls_ca: TlsCaOpt = None, tls_cert: TlsCertOpt = None, tls_key: TlsKeyOpt = None,
            as_json: JsonOpt = False) -> None:
     """Delete a key (exit 1 with not_found when it is absent)."""
-    opts = ClusterOptions(endpoint, token, as_json)
+    opts = ClusterOptions(endpoint, token, as_json, TlsFiles(tls_ca, tls_cert, tls_key))
     with cluster_errors(as_json):
         revision = opts.client().delete(key, prev_revision=prev_revision)
         if revision is None:
@@ -81,9 +96,10 @@ def ls(prefix: Annotated[str, typer.Argument(metavar="PREFIX", help="Key prefix 
        limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most this many keys.",
                                                  show_default=False)] = None,
        stale: StaleOpt = False, endpoint: EndpointOpt = None, token: TokenOpt = None,
+       tls_ca: TlsCaOpt = None, tls_cert: TlsCertOpt = None, tls_key: TlsKeyOpt = None,
        as_json: JsonOpt = False) -> None:
     """List the keys under a prefix, in key order, with their revisions."""
-    opts = ClusterOptions(endpoint, token, as_json)
+    opts = ClusterOptions(endpoint, token, as_json, TlsFiles(tls_ca, tls_cert, tls_key))
     with cluster_errors(as_json):
         result = opts.client().list(prefix, limit=limit, stale=stale)
         if as_json:
@@ -101,12 +117,14 @@ def watch(prefix: Annotated[str, typer.Argument(metavar="PREFIX", help="Key pref
                                                     help="Exit after this many events.")] = None,
           timeout: Annotated[float | None, typer.Option("--timeout", min=0, show_default=False,
                                                         help="Exit after this many seconds.")] = None,
-          endpoint: EndpointOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+          endpoint: EndpointOpt = None, token: TokenOpt = None,
+          tls_ca: TlsCaOpt = None, tls_cert: TlsCertOpt = None, tls_key: TlsKeyOpt = None,
+          as_json: JsonOpt = False) -> None:
     """Print changes under a prefix as they happen.
 
     One line per event (with --json, one JSON object per line). Runs until
     Ctrl-C, --count events or --timeout seconds."""
-    opts = ClusterOptions(endpoint, token, as_json)
+    opts = ClusterOptions(endpoint, token, as_json, TlsFiles(tls_ca, tls_cert, tls_key))
     with cluster_errors(as_json):
         client = opts.client()
         if from_revision is None:

@@ -18,7 +18,20 @@ from rich.markup import escape
 
 from quorate.client import Client, QuorateClientError
 
-from .common import ClusterOptions, EndpointOpt, JsonOpt, TokenOpt, cluster_errors, fail, print_json, stdout
+from .common import (
+    ClusterOptions,
+    EndpointOpt,
+    JsonOpt,
+    TlsCaOpt,
+    TlsCertOpt,
+    TlsFiles,
+    TlsKeyOpt,
+    TokenOpt,
+    cluster_errors,
+    fail,
+    print_json,
+    stdout,
+)
 
 FromOpt = Annotated[str | None, typer.Option("--from", metavar="NODE", show_default=False,
                                              help="The survivor to force the new configuration from (it must "
@@ -36,7 +49,9 @@ YesOpt = Annotated[bool, typer.Option("--yes", help="Do it without asking (scrip
 
 def recover(from_node: FromOpt = None, data_dir: DataDirOpt = None, node_id: IdOpt = None,
             remove: RemoveOpt = None, yes: YesOpt = False,
-            endpoint: EndpointOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+            endpoint: EndpointOpt = None, token: TokenOpt = None,
+            tls_ca: TlsCaOpt = None, tls_cert: TlsCertOpt = None, tls_key: TlsKeyOpt = None,
+            as_json: JsonOpt = False) -> None:
     """Force a new configuration from one survivor after a quorum was lost.
 
     Only when the missing managers are gone for good: if one of them is
@@ -49,9 +64,10 @@ def recover(from_node: FromOpt = None, data_dir: DataDirOpt = None, node_id: IdO
         return
     if from_node is None:
         raise fail("give --from NODE (online) or --data-dir DIR --id NODE (offline)", code=2)
-    opts = ClusterOptions(endpoint, token, as_json)
+    opts = ClusterOptions(endpoint, token, as_json, TlsFiles(tls_ca, tls_cert, tls_key))
     url = _endpoint_of(opts, from_node)
-    client = Client([url], token=token, timeout=10.0, deadline=20.0, discover=False)
+    client = Client([url], token=token, timeout=10.0, deadline=20.0, discover=False,
+                    ssl_context=opts.ssl_context())
     dropped = [m.strip() for m in remove.split(",") if m.strip()] if remove else None
     with cluster_errors(as_json):
         plan = client.quorum_plan(url, dropped)
@@ -73,7 +89,7 @@ def _endpoint_of(opts: ClusterOptions, node: str) -> str:
     for url in opts.endpoints():
         try:
             st = Client([url], token=opts.token, timeout=2.0, deadline=2.0, max_attempts=1,
-                        discover=False).status(url)
+                        discover=False, ssl_context=opts.ssl_context()).status(url)
         except QuorateClientError:
             continue
         if st.id == node:

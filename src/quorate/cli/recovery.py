@@ -12,7 +12,20 @@ from rich.table import Table
 
 from quorate.client import Client, QuorateClientError, RecoveryOffer, RecoveryStatus
 
-from .common import ClusterOptions, EndpointOpt, JsonOpt, TokenOpt, cluster_errors, fail, print_json, stdout
+from .common import (
+    ClusterOptions,
+    EndpointOpt,
+    JsonOpt,
+    TlsCaOpt,
+    TlsCertOpt,
+    TlsFiles,
+    TlsKeyOpt,
+    TokenOpt,
+    cluster_errors,
+    fail,
+    print_json,
+    stdout,
+)
 
 app = typer.Typer(help="Recovery mode: the store lost its data and waits to be restored from a manager's "
                        "local backup.", no_args_is_help=True)
@@ -71,12 +84,14 @@ def print_recovery(console: Console, st: RecoveryStatus, endpoint: str | None = 
 
 
 @app.command("status")
-def status(endpoint: EndpointOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+def status(endpoint: EndpointOpt = None, token: TokenOpt = None,
+           tls_ca: TlsCaOpt = None, tls_cert: TlsCertOpt = None, tls_key: TlsKeyOpt = None,
+           as_json: JsonOpt = False) -> None:
     """Show the recovery state, the backups on offer and the suggestion.
 
     The suggestion is the backup with the highest counter: the most recent
     backup of the lost store."""
-    opts = ClusterOptions(endpoint, token, as_json)
+    opts = ClusterOptions(endpoint, token, as_json, TlsFiles(tls_ca, tls_cert, tls_key))
     with cluster_errors(as_json):
         client = opts.client()
         st = client.recovery_status()
@@ -107,14 +122,16 @@ def proceed(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     wait: Annotated[float, typer.Option("--wait", min=0, help="Seconds to wait for the recovery to "
                                                                 "complete (0: do not wait).")] = 60.0,
-    endpoint: EndpointOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+    endpoint: EndpointOpt = None, token: TokenOpt = None,
+    tls_ca: TlsCaOpt = None, tls_cert: TlsCertOpt = None, tls_key: TlsKeyOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Restore one node's backup into the store and end recovery mode.
 
     The chosen node writes every key of its backup, the backup counter last,
     then marks the recovery complete; every node then leaves recovery mode.
     A node holding a newer backup keeps it as an orphan file."""
-    opts = ClusterOptions(endpoint, token, as_json)
+    opts = ClusterOptions(endpoint, token, as_json, TlsFiles(tls_ca, tls_cert, tls_key))
     with cluster_errors(as_json):
         client = opts.client()
         st = client.recovery_status()

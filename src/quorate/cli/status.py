@@ -9,12 +9,27 @@ import typer
 from quorate.client import Client, QuorateClientError, Status
 
 from . import render
-from .common import ClusterOptions, EndpointOpt, JsonOpt, TokenOpt, cluster_errors, print_json, stdout
+from .common import (
+    ClusterOptions,
+    EndpointOpt,
+    JsonOpt,
+    TlsCaOpt,
+    TlsCertOpt,
+    TlsFiles,
+    TlsKeyOpt,
+    TokenOpt,
+    cluster_errors,
+    print_json,
+    stdout,
+)
 
 
 def status(
     endpoint: EndpointOpt = None,
     token: TokenOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
     as_json: JsonOpt = False,
     all_nodes: Annotated[bool, typer.Option("--all", "-a", help="Ask every member (learnt from the "
                                             "member list) and print one row per node.")] = False,
@@ -23,7 +38,7 @@ def status(
 
     Problems (in red) say what is wrong and what to do about it. With --all,
     one row per member."""
-    opts = ClusterOptions(endpoint, token, as_json)
+    opts = ClusterOptions(endpoint, token, as_json, TlsFiles(tls_ca, tls_cert, tls_key))
     with cluster_errors(as_json):
         if all_nodes:
             rows = cluster_statuses(opts.client(discover=True, timeout=3.0))

@@ -24,6 +24,7 @@ from aiohttp import web
 from quorate.errors import Conflict
 from quorate.http_session import new_session
 from quorate.api.server import Api
+from quorate.api.tls_site import LoggedTlsSite
 from quorate.config import AgentConfig, parse_hostport
 from quorate.raft import RaftConfig, Role
 from quorate.recovery import EXIT_REFUSED, BackupDir, RecoveryRoutes, RecoveryService, StoreWriter
@@ -129,7 +130,10 @@ class Agent:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         host, port = parse_hostport(self.cfg.api_addr)
-        await web.TCPSite(self._runner, host, port, ssl_context=self._ssl_server).start()
+        if self._ssl_server is not None:
+            await LoggedTlsSite(self._runner, host, port, self._ssl_server, self.cfg.id).start()
+        else:
+            await web.TCPSite(self._runner, host, port).start()
         log.info("node=%s serving API on %s, peers on %s", self.cfg.id, self.cfg.api_addr, self.cfg.peer_addr)
         if self.cfg.join and not self.runtime.node.conf.members():
             self._tasks.append(asyncio.create_task(self._join(self.cfg.join), name="join"))

@@ -1,8 +1,9 @@
 """The receiving side: one task per accepted connection.
 
-Theory of operation: with TLS configured the connection is upgraded first
-(so a failed TLS handshake is seen here and logged with the peer address,
-which asyncio's own server-side TLS would swallow). Then the first frame
+Theory of operation: with TLS configured a connection arrives here after
+its handshake (``tls.TlsAcceptor``, which reports a failed one to
+``refuse_tls`` with the caller's address: asyncio's own server-side TLS
+would swallow it). Then the first frame
 must be a hello (small frame limit, handshake timeout); it is checked and
 answered. A refusal is logged at WARNING, counted, answered when the stream
 still carries frames, and the connection closed: nothing else happens. An
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..raft.types import Message, NodeId
-from ._streams import close_quietly, describe, peer_address
+from ._streams import close_quietly, peer_address
 from .codec import decode_message
 from .errors import ConnectionClosed, FrameError, OversizeFrame
 from .framing import HEADER_SIZE, FrameDecoder, encode_frame, read_frame
@@ -36,6 +37,7 @@ from .handshake import (
     sniff,
 )
 from .stats import Counters
+from .tls import describe_tls_failure
 
 log = logging.getLogger("quorate.transport")
 
@@ -77,9 +79,6 @@ class Inbound:
         addr = peer_address(writer)
         graceful = False  # a refusal is flushed before closing; anything else is cut
         try:
-            # Must be the first await: no byte may be read before TLS takes over.
-            if self._s.ssl_server is not None and not await self._start_tls(writer, addr):
-                return
             decoder = FrameDecoder(HELLO_MAX_FRAME)
             hello = await self._read_hello(reader, writer, decoder, addr)
             if hello is None:
@@ -100,14 +99,9 @@ class Inbound:
             self._open.discard(writer)
             await close_quietly(writer, abort=not graceful)
 
-    async def _start_tls(self, writer: asyncio.StreamWriter, addr: str) -> bool:
-        assert self._s.ssl_server is not None
-        try:
-            await writer.start_tls(self._s.ssl_server, ssl_handshake_timeout=self._s.handshake_timeout)
-        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
-            self._refuse(None, addr, Refusal(RefusalReason.TLS, f"TLS handshake failed: {describe(exc)}"))
-            return False
-        return True
+    def refuse_tls(self, addr: str, exc: BaseException) -> None:
+        """A caller whose TLS handshake failed (reported by TlsAcceptor)."""
+        self._refuse(None, addr, Refusal(RefusalReason.TLS, f"TLS handshake failed: {describe_tls_failure(exc)}"))
 
     async def _read_hello(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, decoder: FrameDecoder, addr: str

@@ -24,6 +24,7 @@ from ._outbound import LinkSettings, PeerLink
 from .backoff import BACKOFF_BASE, BACKOFF_CAP
 from .framing import DEFAULT_MAX_FRAME
 from .stats import Counters, TransportStats
+from .tls import TlsAcceptor
 
 __all__ = ["PeerTransport"]
 
@@ -88,7 +89,9 @@ class PeerTransport:
         self._inbound = Inbound(inbound, self._counters, on_message)
         self._links: dict[NodeId, PeerLink] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # inbound connections and retiring links
-        self._server: asyncio.Server | None = None
+        self._server: asyncio.Server | TlsAcceptor | None = None
+        self._ssl_server = ssl_server
+        self._handshake_timeout = handshake_timeout
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -111,7 +114,15 @@ class PeerTransport:
         if self._server is not None:
             return
         host, port = self._listen
-        self._server = await asyncio.start_server(self._on_accept, host, port)
+        if self._ssl_server is None:
+            self._server = await asyncio.start_server(self._on_accept, host, port)
+        else:
+            acceptor = TlsAcceptor(
+                self._ssl_server, self._handshake_timeout,
+                lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader(), self._on_accept),
+                self._inbound.refuse_tls)
+            await acceptor.listen(host, port)
+            self._server = acceptor
         self._listen = (host, self._server.sockets[0].getsockname()[1])
         for link in self._links.values():
             link.start()
@@ -139,7 +150,7 @@ class PeerTransport:
 
     def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # A plain callback (not a coroutine) so that the task is ours to track
-        # and cancel; serve() upgrades to TLS before any await that could read.
+        # and cancel. With TLS the handshake is already done (TlsAcceptor).
         if self._server is None:  # accepted just before stop(): cut it
             writer.transport.abort()
             return

@@ -12,7 +12,8 @@ from typer.testing import CliRunner, Result
 
 from quorate.cli.main import app
 
-CLEAN_ENV = {"QUORATE_ENDPOINT": None, "QUORATE_API_TOKEN": None}
+CLEAN_ENV = {"QUORATE_ENDPOINT": None, "QUORATE_API_TOKEN": None, "QUORATE_TLS_CA": None, "QUORATE_TLS_CERT": None,
+             "QUORATE_TLS_KEY": None}
 
 
 def cli(*args: str, env: dict[str, str | None] | None = None, stdin: str | None = None) -> Result:
@@ -200,6 +201,26 @@ def test_agent_config_errors_exit_2(tmp_path: Path) -> None:
     r = cli("agent", "--data-dir", str(tmp_path), env={**env, "QUORATE_ID": "bad id!"})
     assert r.exit_code == 2 and "id" in r.stderr
     assert not any(tmp_path.iterdir())  # nothing was created
+
+
+def test_tls_options_are_checked_before_any_request(tmp_path: Path) -> None:
+    """Bad --tls-* files are a usage error (exit 2) naming the problem, on
+    every cluster command, flags or QUORATE_TLS_* alike."""
+    from quorate.testing.pki import write_pki
+
+    pki = write_pki(tmp_path, "ca", ["op"])
+    cert, key = map(str, pki.certs["op"])
+    ep = "https://127.0.0.1:9"
+    r = cli("status", "-e", ep, "--tls-key", key)
+    assert r.exit_code == 2 and "--tls-key needs --tls-cert" in r.stderr
+    r = cli("kv", "get", "k", "-e", ep, "--tls-ca", str(pki.ca), "--tls-cert", str(tmp_path / "missing.crt"))
+    assert r.exit_code == 2 and "cannot load the TLS files" in r.stderr
+    r = cli("members", "list", "-e", ep, env={"QUORATE_TLS_CERT": cert, "QUORATE_TLS_KEY": str(pki.ca)})
+    assert r.exit_code == 2 and "cannot load the TLS files" in r.stderr  # a key that is not a key
+    for command in (["status"], ["kv", "put"], ["members", "list"], ["group", "list"], ["instances", "list"],
+                    ["backup", "save"], ["recovery", "status"], ["recover"]):
+        r = cli(*command, "--help", env={"COLUMNS": "200"})
+        assert all(opt in r.stdout for opt in ("--tls-ca", "--tls-cert", "--tls-key")), command
 
 
 def test_help_texts() -> None:
