@@ -231,6 +231,7 @@ class Bench:
                                  "every 100 ms)"))
         self.res.notes.append("load generator: one Python asyncio process on the same machine, plain HTTP/1.1 "
                               "keep-alive, to the leader")
+        self.res.notes.append(f"quorate: event loop {event_loop_name()} (--event-loop auto)")
         if self.quick:
             self.res.notes.append(f"--quick: {self.seconds:g} s per point, {self.trials} failover trials, "
                                   f"{self.keys} keys for the memory/snapshot rows")
@@ -289,6 +290,18 @@ class Bench:
         path = self.res.write_json(Path(a.results_dir), meta)
         print(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
         return 0
+
+
+def event_loop_name() -> str:
+    """The loop a quorate agent runs with ``--event-loop auto`` here."""
+    from quorate.runtime.eventloop import loop_factory
+
+    factory = loop_factory("auto")
+    if factory is None:
+        return "asyncio (uvloop not installed)"
+    import uvloop
+
+    return f"uvloop {uvloop.__version__}"
 
 
 def main(argv: list[str] | None = None) -> int:

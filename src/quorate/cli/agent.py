@@ -8,7 +8,6 @@ setting exits 2 with a message that names it. Every flag defaults to
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -18,6 +17,7 @@ from typing import Annotated
 import typer
 
 from quorate.config import ConfigError, load_config
+from quorate.runtime.eventloop import EVENT_LOOPS, EventLoopUnavailable, run_event_loop
 
 from .common import fail
 
@@ -59,11 +59,12 @@ SnapshotOpt = Annotated[int | None, _opt("--snapshot-entries", "Take a snapshot 
 PeerTokenOpt = Annotated[str | None, _opt("--peer-token", "Shared secret every peer connection must present "
                                           "($QUORATE_PEER_TOKEN).")]
 ApiTokenOpt = Annotated[str | None, _opt("--api-token", "Require 'Authorization: Bearer TOKEN' on every API "
-                                         "request ($QUORATE_API_TOKEN).")]
-TlsCertOpt = Annotated[Path | None, _opt("--tls-cert", "Certificate for mutual TLS between peers (needs "
-                                         "--tls-key and --tls-ca).")]
+                                         "request but GET /v1/health ($QUORATE_API_TOKEN).")]
+TlsCertOpt = Annotated[Path | None, _opt("--tls-cert", "Certificate for mutual TLS on the peer port and the "
+                                         "API, which then serves https only (needs --tls-key and --tls-ca).")]
 TlsKeyOpt = Annotated[Path | None, _opt("--tls-key", "Private key of --tls-cert.")]
-TlsCaOpt = Annotated[Path | None, _opt("--tls-ca", "CA that signed the peers' certificates.")]
+TlsCaOpt = Annotated[Path | None, _opt("--tls-ca", "CA that signed the nodes' certificates; peers and API "
+                                       "clients must present a certificate it signed.")]
 FsyncOpt = Annotated[bool | None, typer.Option(
     "--fsync/--no-fsync", show_default=False,
     help="fsync the log before acknowledging (default on; off only for throwaway test clusters).")]
@@ -120,6 +121,8 @@ LogFileOpt = Annotated[Path | None, _opt("--log-file", "Append the log to this f
 ConfigOpt = Annotated[Path | None, _opt("--config", "TOML file with the same settings (snake_case keys); "
                                         "environment variables and flags override it.", "FILE.toml")]
 LogLevelOpt = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
+EventLoopOpt = Annotated[str, typer.Option(
+    "--event-loop", help="auto, uvloop or asyncio. auto takes uvloop when it is installed (the uvloop extra of the package).")]
 
 
 def agent(
@@ -135,7 +138,7 @@ def agent(
     provider_timeout: ProviderTimeoutOpt = None, quorum_grace: QuorumGraceOpt = None,
     auto_recover: AutoRecoverQuorumOpt = None, dead_member_timeout: DeadMemberOpt = None,
     min_voters: MinVotersOpt = None, leave_on_terminate: LeaveOnTerminateOpt = None, log_file: LogFileOpt = None,
-    config: ConfigOpt = None, log_level: LogLevelOpt = "INFO",
+    config: ConfigOpt = None, log_level: LogLevelOpt = "INFO", event_loop: EventLoopOpt = "auto",
 ) -> None:
     """Run a quorate manager node until SIGTERM or SIGINT.
 
@@ -154,6 +157,8 @@ def agent(
         "dead_member_timeout_s": dead_member_timeout, "min_voters": min_voters,
         "leave_on_terminate": leave_on_terminate,
     }
+    if event_loop not in EVENT_LOOPS:
+        raise fail(f"--event-loop must be one of {', '.join(EVENT_LOOPS)}, got {event_loop!r}", code=2)
     level = log_level.upper()
     if level not in LOG_LEVELS:
         raise fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}", code=2)
@@ -175,7 +180,9 @@ def agent(
     except ImportError as exc:
         raise fail(f"the agent runtime is not available: {exc}") from None
     try:
-        code = asyncio.run(run_agent(cfg))
+        code = run_event_loop(run_agent(cfg), event_loop)
+    except EventLoopUnavailable as exc:
+        raise fail(str(exc), code=2) from None
     except OSError as exc:  # e.g. a port in use: say so without a traceback
         logging.getLogger("quorate.agent").error("node=%s cannot run: %s", cfg.id, exc)
         raise typer.Exit(1) from None
