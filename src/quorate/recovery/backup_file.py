@@ -141,7 +141,7 @@ def _is_int(value: object) -> bool:
 def encode(header: BackupHeader, rows: Sequence[Row]) -> bytes:
     """The bytes of a backup file (see the module docstring)."""
     head = msgpack.packb(header.to_json(), use_bin_type=True)
-    body = msgpack.packb([list(r) for r in rows], use_bin_type=True)
+    body = msgpack.packb(list(rows), use_bin_type=True)  # a row (a tuple) packs as an array
     if len(head) > MAX_HEADER_BYTES:
         raise ValueError("backup header too large")
     prelude = _PRELUDE.pack(VERSION, 0, len(head), len(body))
@@ -361,4 +361,4 @@ class BackupDir:
 def rows_of(kvs: Iterable[Any], keep: Callable[[str], bool]) -> list[Row]:
     """Backup rows from KV entries (objects with key, value, create_revision,
     mod_revision, version), keeping the keys ``keep`` accepts."""
-    return [(kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version) for kv in kvs if keep(kv.key)]
+    return [kv[:5] for kv in kvs if keep(kv.key)]  # a KeyValue is such a tuple already
