@@ -263,6 +263,28 @@ def test_restarted_peer_is_reconnected() -> None:
     run(body())
 
 
+def test_a_peer_saying_hello_cuts_the_backoff_short(caplog: pytest.LogCaptureFixture) -> None:
+    """A link waiting out a long backoff reconnects as soon as that peer
+    connects to us: a restarted follower is caught up without waiting for
+    the leader's backoff (60 s here, far past the deadline)."""
+    async def body() -> None:
+        a = make_node("n1", backoff_base=60.0, backoff_cap=60.0)
+        b = make_node("n2")
+        async with running(a, b):
+            await send_until_received(a, b, "the first delivery")
+            await b.transport.stop()
+            a.transport.send(append("n1", "n2", 1))
+            await wait_until(lambda: any("connection to peer n2" in r.getMessage() and "failed" in r.getMessage()
+                                         for r in caplog.records), "n1's link to n2 to fail and back off")
+            before = len(b.inbox.messages)
+            await b.transport.start()  # b's own link says hello to a at once
+            await wait_until(lambda: a.transport.send(append("n1", "n2", 9)) and len(b.inbox.messages) > before,
+                             "delivery long before the 60 s backoff ends", timeout=15.0)
+
+    with caplog.at_level(logging.WARNING, logger="quorate.transport"):
+        run(body())
+
+
 def test_membership_change_adds_and_removes_peers() -> None:
     async def body() -> None:
         a, b, c = make_node("n1"), make_node("n2"), make_node("n3")

@@ -58,11 +58,14 @@ class Inbound:
     """Serves accepted connections; owns the table of live ones by node id."""
 
     def __init__(
-        self, settings: InboundSettings, counters: Counters, on_message: Callable[[Message], None]
+        self, settings: InboundSettings, counters: Counters, on_message: Callable[[Message], None],
+        on_hello: Callable[[NodeId], None] = lambda node: None,
     ) -> None:
+        """``on_hello(node)`` runs when ``node`` has said an accepted hello."""
         self._s = settings
         self._counters = counters
         self._on_message = on_message
+        self._on_hello = on_hello
         self._by_node: dict[NodeId, asyncio.StreamWriter] = {}
         self._open: set[asyncio.StreamWriter] = set()  # every accepted connection not yet closed
 
@@ -87,6 +90,7 @@ class Inbound:
             writer.write(encode_frame(Accept(self._s.cluster_id, self._s.node_id).encode()))
             await writer.drain()
             self._register(hello.node_id, writer, addr)
+            self._on_hello(hello.node_id)
             try:
                 decoder.max_frame = self._s.max_frame
                 await self._receive(reader, decoder, hello.node_id, addr)

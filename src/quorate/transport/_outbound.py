@@ -79,6 +79,7 @@ class PeerLink:
         self._queue: asyncio.Queue[Message] = asyncio.Queue(settings.queue_size)
         self._task: asyncio.Task[None] | None = None
         self._attempt = 0  # failures since the last successful handshake
+        self._retry_now = asyncio.Event()  # cuts a backoff wait short (peer_is_back)
         self._last_error = ""  # to log a repeated failure once, not every second
 
     def offer(self, msg: Message) -> bool:
@@ -88,6 +89,13 @@ class PeerLink:
         except asyncio.QueueFull:
             return False
         return True
+
+    def peer_is_back(self) -> None:
+        """The peer just connected to us: it is up, so a link waiting out a
+        backoff connects now (a restarted follower needs the leader's link
+        to catch up, and the backoff may have grown to its cap)."""
+        self._attempt = 0
+        self._retry_now.set()
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -110,7 +118,12 @@ class PeerLink:
             except Exception:  # a bug here must not silence the peer for good
                 log.exception("node=%s link to %s failed unexpectedly", s.node_id, self.peer_id)
             self._drop_queued()
-            await asyncio.sleep(backoff_delay(self._attempt, self._rng, s.backoff_base, s.backoff_cap))
+            self._retry_now.clear()
+            try:
+                async with asyncio.timeout(backoff_delay(self._attempt, self._rng, s.backoff_base, s.backoff_cap)):
+                    await self._retry_now.wait()
+            except TimeoutError:
+                pass
             self._attempt += 1
             self._counters.reconnects += 1
 

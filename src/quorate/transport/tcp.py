@@ -86,7 +86,7 @@ class PeerTransport:
             epoch=epoch,
         )
         inbound = InboundSettings(node_id, cluster_id, token, ssl_server, max_frame, handshake_timeout, admit)
-        self._inbound = Inbound(inbound, self._counters, on_message)
+        self._inbound = Inbound(inbound, self._counters, on_message, self._peer_is_back)
         self._links: dict[NodeId, PeerLink] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # inbound connections and retiring links
         self._server: asyncio.Server | TlsAcceptor | None = None
@@ -155,6 +155,11 @@ class PeerTransport:
             writer.transport.abort()
             return
         self._track(self._inbound.accept(reader, writer))
+
+    def _peer_is_back(self, node: NodeId) -> None:
+        link = self._links.get(node)
+        if link is not None:
+            link.peer_is_back()
 
     def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
