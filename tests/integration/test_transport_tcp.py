@@ -285,6 +285,26 @@ def test_a_peer_saying_hello_cuts_the_backoff_short(caplog: pytest.LogCaptureFix
         run(body())
 
 
+def test_a_peer_that_goes_away_is_reported_lost_and_a_live_one_is_not() -> None:
+    """The hint behind fast failover: when a peer's process ends, its sockets
+    close and ``on_peer_lost`` names it; while it lives, nothing is said."""
+    async def body() -> None:
+        lost: list[str] = []
+        a = make_node("n1", on_peer_lost=lost.append)
+        b, c = make_node("n2"), make_node("n3")
+        async with running(a, b, c):
+            await send_until_received(a, b, "n1 -> n2")
+            await send_until_received(b, a, "n2 -> n1")
+            await send_until_received(a, c, "n1 -> n3")
+            await send_until_received(c, a, "n3 -> n1")
+            assert lost == []
+            await b.transport.stop()
+            await wait_until(lambda: "n2" in lost, "n2 reported lost")
+            assert "n3" not in lost
+
+    run(body())
+
+
 def test_membership_change_adds_and_removes_peers() -> None:
     async def body() -> None:
         a, b, c = make_node("n1"), make_node("n2"), make_node("n3")

@@ -249,3 +249,58 @@ def test_lagging_node_cannot_win_an_election() -> None:
     assert c.leader() in ("n1", "n2")
     c.deliver()
     assert c.applied("n3") == [b"v0", b"v1", b"v2"]
+
+
+# -- the runtime's hint that the leader's connection broke -------------------------------
+
+
+def _ticks_to_new_leader(seed: int, hint: bool) -> int:
+    c = three(seed=seed)
+    c.crash("n1")
+    if hint:
+        for n in ("n2", "n3"):
+            c.node(n).leader_unreachable("n1")
+    ticks = 0
+    while c.leader() in (None, "n1"):
+        assert ticks < 60, f"seed {seed}: no leader after {ticks} ticks"
+        c.run(1)
+        ticks += 1
+    return ticks
+
+
+def test_followers_told_the_leader_is_unreachable_elect_within_half_an_election_timeout() -> None:
+    """A crashed leader resets its sockets: the followers' lease on it ends
+    at once and they campaign after 0-5 ticks instead of a full election
+    timeout (10-19 ticks here). Two followers drawing the same tick split
+    the vote and fall back to an ordinary timeout, so this holds for most
+    seeds, not all."""
+    hinted = sorted(_ticks_to_new_leader(seed, hint=True) for seed in range(30))
+    plain = sorted(_ticks_to_new_leader(seed, hint=False) for seed in range(30))
+    assert plain[0] >= 10  # the control: without the hint, a full timeout first
+    assert hinted[len(hinted) // 2] <= 6, hinted
+    assert sum(t <= 6 for t in hinted) >= 20, hinted
+
+
+def test_the_hint_is_ignored_for_a_node_that_is_not_our_leader() -> None:
+    c = three()
+    before = (c.node("n2").role, c.node("n2").term)
+    c.node("n2").leader_unreachable("n3")
+    c.node("n1").leader_unreachable("n2")  # the leader itself
+    c.run(5)
+    assert c.leader() == "n1" and (c.node("n2").role, c.node("n2").term) == before
+
+
+def test_a_wrong_hint_disrupts_nothing_while_the_leader_lives() -> None:
+    """A follower whose connection to a live leader broke campaigns early,
+    but the other follower still hears the leader and refuses the pre-vote:
+    no term changes, and the next heartbeat settles the follower again."""
+    c = three()
+    term = c.node("n1").term
+    c.cut("n1", "n2")
+    c.node("n2").leader_unreachable("n1")
+    c.run(8)
+    assert c.leader() == "n1" and c.node("n1").term == term
+    assert all(c.node(n).term == term for n in c.ids)
+    c.heal()
+    c.run(3)
+    assert c.node("n2").role is Role.FOLLOWER and c.node("n2").leader == "n1"

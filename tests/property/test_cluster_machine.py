@@ -110,6 +110,12 @@ class ClusterMachine(RuleBasedStateMachine):
         if node in self.c.live():
             self.c.node(node).campaign()
 
+    @rule(node=node_ids, lost=node_ids)
+    def hint_unreachable(self, node: str, lost: str) -> None:
+        """The transport's hint, right or wrong: safety must not depend on it."""
+        if node in self.c.live():
+            self.c.node(node).leader_unreachable(lost)
+
     @rule(node=st.one_of(st.none(), node_ids), k=st.integers(1, 4), then_deliver=st.booleans())
     def propose(self, node: str | None, k: int, then_deliver: bool) -> None:
         """Propose to ``node``, or (None) to whoever leads now."""

@@ -238,6 +238,22 @@ class RaftNode(LeaderMixin):
             self._election_elapsed = 0
             self._hup(transfer=False)
 
+    def leader_unreachable(self, node: NodeId) -> None:
+        """The runtime's hint that the connection to ``node`` broke (a
+        crashed process resets its sockets at once; a partition or a pause
+        gives no such hint). If ``node`` is our leader, stop vouching for it:
+        the lease ends, so our pre-vote goes to whoever campaigns, and our
+        own election is brought forward to a short random delay (random, so
+        that the followers of a dead leader rarely campaign in the same
+        tick). Safety is untouched: this changes only when we campaign, and
+        a live leader's next heartbeat puts everything back."""
+        if self.role is Role.LEADER or node != self.leader or not self.promotable:
+            return
+        self._election_elapsed = max(self._election_elapsed, self.cfg.election_ticks)
+        self._randomized_timeout = self._election_elapsed + self._rng.randint(0, max(1, self.cfg.election_ticks // 2))
+        log.info("node=%s term=%d lost the connection to leader %s; campaigning within %d ticks unless it "
+                 "is heard from", self.id, self.term, node, self._randomized_timeout - self._election_elapsed)
+
     def campaign(self) -> None:
         """Start an election now (tests and operators)."""
         self._hup(transfer=False)

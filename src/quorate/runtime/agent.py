@@ -61,7 +61,8 @@ class Agent:
         self.transport = PeerTransport(
             cfg.id, cfg.cluster_id, parse_hostport(cfg.peer_addr), token=cfg.peer_token,
             ssl_server=self._ssl_server, ssl_client=self._ssl_client, max_frame=cfg.max_frame_bytes,
-            on_message=self._on_message, epoch=self._epoch, admit=self._admit_peer)
+            on_message=self._on_message, epoch=self._epoch, admit=self._admit_peer,
+            on_peer_lost=self._on_peer_lost)
         self.self_info = MemberInfo(cfg.peer_addr, cfg.api_addr)
         # A bootstrap names peer addresses only, and every member must write the
         # very same first entries; API addresses are registered afterwards.
@@ -109,6 +110,9 @@ class Agent:
 
     def _on_message(self, msg: object) -> None:
         self.runtime.step(msg)  # type: ignore[arg-type]
+
+    def _on_peer_lost(self, node: str) -> None:
+        self.runtime.peer_lost(node)
 
     def _set_peers(self, members: dict[str, MemberInfo]) -> None:
         peers = {}

@@ -213,6 +213,14 @@ class RaftRuntime:
             return
         self._wake()
 
+    def peer_lost(self, node: NodeId) -> None:
+        """The transport saw ``node``'s connection break or be refused (a
+        crashed process); if it is our leader, the core campaigns soon."""
+        if self._closing or self._fatal is not None:
+            return
+        self.node.leader_unreachable(node)
+        self._wake()
+
     async def _tick_loop(self) -> None:
         loop = asyncio.get_running_loop()
         next_at = loop.time()

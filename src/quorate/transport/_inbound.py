@@ -60,12 +60,15 @@ class Inbound:
     def __init__(
         self, settings: InboundSettings, counters: Counters, on_message: Callable[[Message], None],
         on_hello: Callable[[NodeId], None] = lambda node: None,
+        on_lost: Callable[[NodeId], None] = lambda node: None,
     ) -> None:
-        """``on_hello(node)`` runs when ``node`` has said an accepted hello."""
+        """``on_hello(node)`` runs when ``node`` has said an accepted hello,
+        ``on_lost(node)`` when its connection (the newest from it) ends."""
         self._s = settings
         self._counters = counters
         self._on_message = on_message
         self._on_hello = on_hello
+        self._on_lost = on_lost
         self._by_node: dict[NodeId, asyncio.StreamWriter] = {}
         self._open: set[asyncio.StreamWriter] = set()  # every accepted connection not yet closed
 
@@ -97,6 +100,7 @@ class Inbound:
             finally:
                 if self._by_node.get(hello.node_id) is writer:
                     del self._by_node[hello.node_id]
+                    self._on_lost(hello.node_id)
         except (OSError, ConnectionClosed) as exc:
             log.debug("node=%s connection from %s ended: %s", self._s.node_id, addr, exc)
         finally:

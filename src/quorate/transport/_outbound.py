@@ -58,6 +58,7 @@ class LinkSettings:
     backoff_base: float
     backoff_cap: float
     epoch: Callable[[], int] = lambda: 0
+    on_lost: Callable[[NodeId], None] = lambda node: None  # the peer closed, reset or refused us
 
 
 class PeerLink:
@@ -115,6 +116,8 @@ class PeerLink:
                 await self._connect_and_pump()
             except (OSError, TimeoutError, TransportError) as exc:
                 self._note_failure(exc)
+                if isinstance(exc, (ConnectionRefusedError, ConnectionResetError, ConnectionClosed)):
+                    s.on_lost(self.peer_id)
             except Exception:  # a bug here must not silence the peer for good
                 log.exception("node=%s link to %s failed unexpectedly", s.node_id, self.peer_id)
             self._drop_queued()

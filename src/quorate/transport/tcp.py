@@ -59,11 +59,14 @@ class PeerTransport:
         rng: random.Random | None = None,
         epoch: Callable[[], int] = lambda: 0,
         admit: Callable[[NodeId, int], str | None] = lambda node, epoch: None,
+        on_peer_lost: Callable[[NodeId], None] = lambda node: None,
     ) -> None:
         """``epoch`` is this node's cluster epoch, sent in every hello;
         ``admit`` says why a caller of that id and epoch is refused (or
         None): the runtime refuses members left behind by a forced
-        configuration."""
+        configuration. ``on_peer_lost(node)``: a connection with ``node``
+        was closed or reset by the other end, or refused (a crashed
+        process); a hint, never a proof (a partition gives none)."""
         if (ssl_server is None) != (ssl_client is None):
             raise ValueError("mutual TLS needs both ssl_server and ssl_client (or neither)")
         if queue_size < 1 or not 0 < max_frame <= 0xFFFFFFFF:
@@ -84,9 +87,10 @@ class PeerTransport:
             backoff_base=backoff_base,
             backoff_cap=backoff_cap,
             epoch=epoch,
+            on_lost=on_peer_lost,
         )
         inbound = InboundSettings(node_id, cluster_id, token, ssl_server, max_frame, handshake_timeout, admit)
-        self._inbound = Inbound(inbound, self._counters, on_message, self._peer_is_back)
+        self._inbound = Inbound(inbound, self._counters, on_message, self._peer_is_back, on_peer_lost)
         self._links: dict[NodeId, PeerLink] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # inbound connections and retiring links
         self._server: asyncio.Server | TlsAcceptor | None = None
