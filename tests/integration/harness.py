@@ -105,6 +105,7 @@ class Agent:
     extra: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     scheme: str = "http"  # https when the cluster runs with --tls-cert
+    host: str = "127.0.0.1"  # where both ports listen
 
     @property
     def data_dir(self) -> Path:
@@ -120,11 +121,15 @@ class Agent:
 
     @property
     def url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.api_port}"
+        return f"{self.scheme}://{self.host}:{self.api_port}"
+
+    @property
+    def api_addr(self) -> str:
+        return f"{self.host}:{self.api_port}"
 
     @property
     def peer_addr(self) -> str:
-        return f"127.0.0.1:{self.peer_port}"
+        return f"{self.host}:{self.peer_port}"
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -170,7 +175,7 @@ class ProcCluster:
 
     def command(self, a: Agent, *, join: str | None = None, bootstrap: bool = True) -> list[str]:
         cmd = [sys.executable, "-m", "quorate", "agent", "--id", a.id, "--data-dir", str(a.data_dir),
-               "--peer-addr", a.peer_addr, "--api-addr", f"127.0.0.1:{a.api_port}",
+               "--peer-addr", a.peer_addr, "--api-addr", a.api_addr,
                "--backup-dir", str(a.backup_dir), *a.extra]
         if join:
             cmd += ["--join", join]

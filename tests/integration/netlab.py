@@ -260,16 +260,7 @@ class NetLab:
 
 @dataclass
 class NetAgent(Agent):
-    host: str = "127.0.0.1"
-    ns: str = ""
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.api_port}"
-
-    @property
-    def peer_addr(self) -> str:
-        return f"{self.host}:{self.peer_port}"
+    ns: str = ""  # the namespace the agent runs in
 
 
 class NetCluster(ProcCluster):
@@ -293,14 +284,8 @@ class NetCluster(ProcCluster):
 
     def command(self, a: Agent, *, join: str | None = None, bootstrap: bool = True) -> list[str]:
         assert isinstance(a, NetAgent)
-        cmd = [sys.executable, "-m", "quorate", "agent", "--id", a.id, "--data-dir", str(a.data_dir),
-               "--peer-addr", a.peer_addr, "--api-addr", f"{a.host}:{a.api_port}",
-               "--backup-dir", str(a.backup_dir), *a.extra]
-        if join:
-            cmd += ["--join", join]
-        elif bootstrap:
-            cmd += ["--bootstrap", self.bootstrap]
-        return ["ip", "netns", "exec", a.ns, *cmd]  # ip execs the agent: the pid stays the agent's
+        # ip execs the agent: the pid stays the agent's.
+        return ["ip", "netns", "exec", a.ns, *super().command(a, join=join, bootstrap=bootstrap)]
 
     def add_agent(self, node_id: str) -> Agent:
         raise NotImplementedError("a NetCluster's hosts are made with the lab")
