@@ -171,11 +171,6 @@ class NetLab:
     def _apply(self, node_id: str) -> None:
         _run("nft", "-f", "-", ns=self.hosts[node_id].ns, stdin=self._rules[node_id].script())
 
-    def _change(self, changes: dict[str, _Rules]) -> None:
-        for node_id, rules in changes.items():
-            self._rules[node_id] = rules
-            self._apply(node_id)
-
     def drop(self, src: str, dst: str) -> None:
         """Lose every packet from ``src`` to ``dst`` (one way)."""
         rules = self._rules[dst]
@@ -251,7 +246,9 @@ class NetLab:
     def heal(self) -> None:
         """Every link whole again (relayed connections end with the relays)."""
         self._stop_relays()
-        self._change({n: _Rules() for n in self.hosts})
+        for n in self.hosts:
+            self._rules[n] = _Rules()
+            self._apply(n)
 
     def describe(self) -> dict[str, Any]:
         """The rules in force, per host, as nft lists them (for failure output)."""

@@ -359,6 +359,7 @@ class BackupDir:
 
 
 def rows_of(kvs: Iterable[Any], keep: Callable[[str], bool]) -> list[Row]:
-    """Backup rows from KV entries (objects with key, value, create_revision,
-    mod_revision, version), keeping the keys ``keep`` accepts."""
-    return [kv[:5] for kv in kvs if keep(kv.key)]  # a KeyValue is such a tuple already
+    """Backup rows from the store's entries, keeping the keys ``keep``
+    accepts. A ``KeyValue`` is a row already (key, value, create_revision,
+    mod_revision, version): no copy per key."""
+    return [kv for kv in kvs if keep(kv.key)]
